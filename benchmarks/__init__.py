@@ -1,0 +1,1 @@
+"""Benchmarks for defer-orchestration: synthetic dbt projects of configurable size."""

@@ -1,0 +1,124 @@
+"""The production dbt build: every dbt model, seed and test as Dagster assets, target ``prod``."""
+
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
+
+from defer_orchestration import constants as c
+from defer_orchestration.lib import warehouse
+from defer_orchestration.lib.dbt_artifacts import result_statuses
+from defer_orchestration.lib.dbt_cli import dbt_executable
+from defer_orchestration.lib.errors import WarehouseError
+from defer_orchestration.project import project_work_dir
+from defer_orchestration.resources import DeferOrchSettings
+
+PROD_DBT_ASSETS_NAME = "prod_dbt_models"
+
+
+def prod_build_target_path(settings: DeferOrchSettings, run_id: str) -> Path:
+    """Where the production dbt build of one run writes its artifacts (read by prod_manifest)."""
+    return settings.run_dir(run_id) / "prod_build" / "target"
+
+
+class ProdDbtTranslator(DagsterDbtTranslator):
+    """dagster-dbt's default keys (sources ``raw/<table>`` meet the raw assets), one group."""
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        """Every production dbt node lives in the ``prod_dbt`` group."""
+        return c.PROD_DBT_GROUP
+
+
+def _row_counts(
+    settings: DeferOrchSettings, manifest: Mapping[str, Any], unique_ids: set[str]
+) -> dict[str, int]:
+    """Row counts of the built relations, read after dbt has released the warehouse file."""
+    nodes = manifest.get("nodes", {})
+    counts: dict[str, int] = {}
+    with warehouse.connect(
+        settings.warehouse_path(), lock_timeout_s=settings.warehouse_lock_timeout_s
+    ) as conn:
+        for unique_id in sorted(unique_ids):
+            node = nodes.get(unique_id) or {}
+            if node.get("resource_type") not in {"model", "seed", "snapshot"}:
+                continue
+            if (node.get("config") or {}).get("materialized") == "ephemeral":
+                continue
+            try:
+                counts[unique_id] = warehouse.row_count(
+                    conn, node["schema"], node.get("alias") or node["name"]
+                )
+            except Exception:  # a count is decoration; never fail the build over it
+                continue
+    return counts
+
+
+def _with_row_counts(events: list[Any], counts: Mapping[str, int]) -> Iterator[Any]:
+    for event in events:
+        unique_id = getattr(event, "metadata", {}).get("unique_id")
+        unique_id = getattr(unique_id, "value", unique_id)
+        if isinstance(event, dg.Output) and unique_id in counts:
+            yield event.with_metadata(
+                {**event.metadata, "dagster/row_count": dg.MetadataValue.int(counts[unique_id])}
+            )
+        else:
+            yield event
+
+
+def build_prod_dbt_assets(manifest_path: Path) -> dg.AssetsDefinition:
+    """The ``@dbt_assets`` definition over the project whose parsed manifest is given."""
+
+    @dbt_assets(
+        manifest=manifest_path,
+        name=PROD_DBT_ASSETS_NAME,
+        dagster_dbt_translator=ProdDbtTranslator(),
+        pool=c.WAREHOUSE_POOL,
+    )
+    def prod_dbt_models(context: dg.AssetExecutionContext, settings: DeferOrchSettings):
+        """``dbt build`` into schema ``prod``; fails the step (so no manifest is published)
+        when any model or test fails."""
+        dbt = DbtCliResource(
+            project_dir=str(settings.project_path()),
+            profiles_dir=str(settings.prod_profiles_dir()),
+            target=c.PROD_TARGET,
+            dbt_executable=dbt_executable(),
+        )
+        target_path = prod_build_target_path(settings, context.run_id)
+        log_path = project_work_dir(settings) / "logs"
+        invocation = dbt.cli(
+            ["build", "--log-path", str(log_path)],
+            context=context,
+            target_path=target_path,
+            raise_on_error=False,
+        )
+        # Buffer the events: the dbt subprocess holds the DuckDB file until it exits,
+        # and row counts can only be read after that.
+        events = list(invocation.stream())
+        built = {
+            uid
+            for uid, status in result_statuses(invocation.get_artifact("run_results.json")).items()
+            if status == "success"
+        }
+        try:
+            counts = _row_counts(settings, invocation.manifest, built)
+        except WarehouseError as exc:
+            context.log.warning(f"row counts skipped: {exc}")
+            counts = {}
+        yield from _with_row_counts(events, counts)
+        if not invocation.is_successful():
+            statuses = result_statuses(invocation.get_artifact("run_results.json"))
+            failed = sorted(u for u, s in statuses.items() if s in {"error", "fail"})
+            raise dg.Failure(
+                description=(
+                    f"the production dbt build failed ({len(failed)} failing nodes: "
+                    f"{', '.join(failed[:10]) or 'see the dbt logs'}). No manifest is published "
+                    "for this run; the previous prod_manifest version stays the deferral state. "
+                    "Fix the project and rerun prod_build_job."
+                ),
+                metadata={"failed_nodes": dg.MetadataValue.json(failed)},
+            )
+
+    return prod_dbt_models

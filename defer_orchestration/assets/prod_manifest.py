@@ -1,0 +1,85 @@
+"""``prod_manifest``: the artifacts of a successful production build, published as a version.
+
+It runs in the same run as the dbt build, downstream of every dbt asset, so Dagster
+skips it whenever the build failed: a failed build never becomes the deferral state.
+"""
+
+
+import time
+from pathlib import Path
+
+import dagster as dg
+
+from defer_orchestration import constants as c
+from defer_orchestration.assets.prod_dbt import prod_build_target_path
+from defer_orchestration.lib import dbt_artifacts, git
+from defer_orchestration.lib.manifest_store import StoredVersion
+from defer_orchestration.resources import DeferOrchSettings
+
+
+def manifest_metadata(
+    stored: StoredVersion, *, project_dir: Path, run_id: str
+) -> dict[str, dg.MetadataValue]:
+    """Everything a branch build (or a person) needs to trust a published version."""
+    manifest = dbt_artifacts.load_json(stored.path / "manifest.json", what="manifest")
+    run_results = dbt_artifacts.load_json(stored.path / "run_results.json", what="run_results")
+    commit = git.commit_info(project_dir)
+    statuses = dbt_artifacts.status_summary(run_results)
+    counts = dbt_artifacts.node_counts(manifest)
+    not_ok = {
+        uid: status
+        for uid, status in dbt_artifacts.result_statuses(run_results).items()
+        if status not in {"success", "pass"}
+    }
+    status_rows = "\n".join(f"| {status} | {n} |" for status, n in statuses.items())
+    return {
+        "version": dg.MetadataValue.text(stored.version),
+        "sha256": dg.MetadataValue.text(stored.files["manifest.json"]),
+        "run_results_sha256": dg.MetadataValue.text(stored.files["run_results.json"]),
+        "store_path": dg.MetadataValue.path(str(stored.path)),
+        "dbt_version": dg.MetadataValue.text(str(dbt_artifacts.dbt_version(manifest))),
+        "git_sha": dg.MetadataValue.text(commit.sha or "unknown (not a git repository)"),
+        "git_dirty": dg.MetadataValue.bool(bool(commit.dirty)),
+        "created_at": dg.MetadataValue.timestamp(time.time()),
+        "producing_run_id": dg.MetadataValue.text(run_id),
+        "node_counts": dg.MetadataValue.json(counts),
+        "status_summary": dg.MetadataValue.json(statuses),
+        "not_successful_nodes": dg.MetadataValue.json(not_ok),
+        "status_table": dg.MetadataValue.md(f"| status | nodes |\n|---|---|\n{status_rows}"),
+        **{f"nodes/{kind}": dg.MetadataValue.int(n) for kind, n in counts.items()},
+    }
+
+
+def build_prod_manifest_asset(dbt_assets_def: dg.AssetsDefinition) -> dg.AssetsDefinition:
+    """``prod_manifest``, downstream of every production dbt asset."""
+
+    @dg.asset(
+        name=c.PROD_MANIFEST_ASSET,
+        deps=list(dbt_assets_def.keys),
+        group_name=c.PROD_DBT_GROUP,
+        kinds={"dbt"},
+        description="manifest.json and run_results.json of the latest successful production "
+        "build, in the content-addressed artifact store. Branch builds defer to it.",
+    )
+    def prod_manifest(
+        context: dg.AssetExecutionContext, settings: DeferOrchSettings
+    ) -> dg.MaterializeResult:
+        """Publish this run's production artifacts into the store."""
+        source = prod_build_target_path(settings, context.run_id)
+        if not (source / "manifest.json").is_file():
+            raise dg.Failure(
+                description=(
+                    f"no production dbt build ran in this run (nothing at {source}). "
+                    "prod_manifest publishes the artifacts of the dbt build of the same run: "
+                    "launch prod_build_job, or materialize the dbt assets together with it."
+                )
+            )
+        stored = settings.store().publish(source)
+        context.log.info(f"published production artifacts version {stored.version} at {stored.path}")
+        return dg.MaterializeResult(
+            metadata=manifest_metadata(
+                stored, project_dir=settings.project_path(), run_id=context.run_id
+            )
+        )
+
+    return prod_manifest

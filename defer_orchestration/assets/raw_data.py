@@ -1,0 +1,42 @@
+"""Synthetic source tables in schema ``raw``: the upstream assets of the dbt sources."""
+
+
+import dagster as dg
+
+from defer_orchestration import constants as c
+from defer_orchestration.lib import synthetic_data, warehouse
+from defer_orchestration.resources import DeferOrchSettings
+
+
+def raw_asset_key(table: str) -> dg.AssetKey:
+    """Asset key of a raw table; equal to dagster-dbt's key of source ``raw.<table>``."""
+    return dg.AssetKey([synthetic_data.RAW_SCHEMA, table])
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            raw_asset_key(table),
+            group_name=c.RAW_GROUP,
+            description=f"Deterministic synthetic source table raw.{table}.",
+            kinds={"duckdb"},
+        )
+        for table in synthetic_data.RAW_TABLES
+    ],
+    pool=c.WAREHOUSE_POOL,
+)
+def raw_tables(context: dg.AssetExecutionContext, settings: DeferOrchSettings):
+    """Write every synthetic source table (deterministic for a given ``raw_scale``)."""
+    with warehouse.connect(
+        settings.warehouse_path(), lock_timeout_s=settings.warehouse_lock_timeout_s
+    ) as conn:
+        counts = synthetic_data.write_raw_tables(conn, scale=settings.raw_scale)
+    context.log.info(f"wrote raw tables at scale {settings.raw_scale}: {counts}")
+    for table in synthetic_data.RAW_TABLES:
+        yield dg.MaterializeResult(
+            asset_key=raw_asset_key(table),
+            metadata={
+                "dagster/row_count": dg.MetadataValue.int(counts[table]),
+                "raw_scale": dg.MetadataValue.int(settings.raw_scale),
+            },
+        )

@@ -1,0 +1,43 @@
+"""Names shared by the code and the tests, so both always agree."""
+
+from __future__ import annotations
+
+# Assets, groups and jobs.
+PROD_MANIFEST_ASSET = "prod_manifest"
+RAW_GROUP = "raw_data"
+PROD_DBT_GROUP = "prod_dbt"
+PROD_BUILD_JOB = "prod_build_job"
+PROD_BUILD_SCHEDULE = "prod_build_schedule"
+BRANCH_CI_JOB = "branch_ci_job"
+BRANCH_CI_SENSOR = "branch_ci_sensor"
+BRANCH_TEARDOWN_JOB = "branch_teardown_job"
+BRANCH_TEARDOWN_SENSOR = "branch_teardown_sensor"
+
+# The Dagster concurrency pool every warehouse-opening step holds (limit 1 in dagster.yaml).
+WAREHOUSE_POOL = "duckdb_warehouse"
+
+# dbt targets the orchestration writes into its generated profiles.yml.
+PROD_TARGET = "prod"
+BRANCH_TARGET = "branch"
+PROD_SCHEMA = "prod"
+
+# Run tags.
+BRANCH_TAG = "defer_orchestration/branch"
+SHA_TAG = "defer_orchestration/sha"
+SCHEMA_TAG = "defer_orchestration/schema"
+
+# Environment variables (read lazily, when Dagster loads definitions; never at import).
+ENV_HOME = "DEFER_ORCH_HOME"
+ENV_DBT_PROJECT_DIR = "DEFER_ORCH_DBT_PROJECT_DIR"
+ENV_RAW_SCALE = "DEFER_ORCH_RAW_SCALE"
+ENV_PROD_CRON = "DEFER_ORCH_PROD_CRON"
+ENV_GIT_REPO = "DEFER_ORCH_GIT_REPO"
+ENV_MAIN_BRANCH = "DEFER_ORCH_MAIN_BRANCH"
+ENV_PROJECT_SUBDIR = "DEFER_ORCH_PROJECT_SUBDIR"
+ENV_BRANCH_INCLUDE = "DEFER_ORCH_BRANCH_INCLUDE"
+ENV_BRANCH_EXCLUDE = "DEFER_ORCH_BRANCH_EXCLUDE"
+ENV_SCHEMA_TTL_DAYS = "DEFER_ORCH_SCHEMA_TTL_DAYS"
+
+DEFAULT_HOME_DIRNAME = ".defer_orchestration"
+DEFAULT_PROD_CRON = "0 3 * * *"
+BRANCH_SCHEMA_TTL_SCHEDULE = "branch_schema_ttl_schedule"

@@ -1,0 +1,63 @@
+"""Wiring only: ``defs`` is the code location's ``Definitions``.
+
+``defs`` is built lazily the first time it is accessed (PEP 562 module ``__getattr__``),
+so importing this module reads no environment and runs no dbt; Dagster's loader (via
+``workspace.yaml``'s ``attribute: defs``) triggers the build. Tests call
+:func:`build_definitions` with explicit settings instead.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import dagster as dg
+
+from defer_orchestration.assets.prod_dbt import build_prod_dbt_assets
+from defer_orchestration.assets.prod_manifest import build_prod_manifest_asset
+from defer_orchestration.assets.raw_data import raw_tables
+from defer_orchestration.jobs import branch_ci_job, branch_teardown_job, prod_build_job
+from defer_orchestration.project import prepare_manifest
+from defer_orchestration.resources import (
+    BranchCiSettings,
+    DeferOrchSettings,
+    branch_settings_from_env,
+    settings_from_env,
+)
+from defer_orchestration.schedules import (
+    build_branch_schema_ttl_schedule,
+    build_prod_build_schedule,
+)
+from defer_orchestration.sensors import build_branch_ci_sensor, build_branch_teardown_sensor
+
+
+def build_definitions(
+    settings: DeferOrchSettings | None = None,
+    branch_settings: BranchCiSettings | None = None,
+    *,
+    prod_cron: str | None = None,
+) -> dg.Definitions:
+    """All assets, jobs, schedules and sensors for the configured dbt project."""
+    runtime_settings = settings if settings is not None else settings_from_env()
+    load_settings = settings if settings is not None else settings_from_env(resolve=True)
+    prod_dbt = build_prod_dbt_assets(prepare_manifest(load_settings))
+    return dg.Definitions(
+        assets=[raw_tables, prod_dbt, build_prod_manifest_asset(prod_dbt)],
+        jobs=[prod_build_job, branch_ci_job, branch_teardown_job],
+        schedules=[build_prod_build_schedule(prod_cron), build_branch_schema_ttl_schedule()],
+        sensors=[build_branch_ci_sensor(), build_branch_teardown_sensor()],
+        resources={
+            "settings": runtime_settings,
+            "branch_settings": branch_settings or branch_settings_from_env(),
+        },
+    )
+
+
+@functools.cache
+def _defs() -> dg.Definitions:
+    return build_definitions()
+
+
+def __getattr__(name: str) -> dg.Definitions:
+    if name == "defs":
+        return _defs()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

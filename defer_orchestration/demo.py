@@ -1,0 +1,178 @@
+"""The end-to-end demo behind `make demo`: the whole slim-CI story on the embedded DuckDB.
+
+On a scratch copy of the bundled dbt project in a scratch git repository (under
+``.defer_orchestration/demo/``): production build → a feature branch changes one
+intermediate model → a sensor tick → the branch run → a printed summary (selected /
+built / deferred, tests, branch time vs a full build) → the branch is deleted → a
+teardown tick drops its schema. Everything runs in this process on a local Dagster
+instance; `make dev` shows the same definitions in the UI.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+
+from defer_orchestration import constants as c
+from defer_orchestration.definitions import build_definitions
+from defer_orchestration.lib import warehouse
+from defer_orchestration.lib.dbt_artifacts import load_json
+from defer_orchestration.lib.schema_names import branch_schema_name
+from defer_orchestration.manifest_resolution import latest_published_manifest
+from defer_orchestration.resources import BUNDLED_DBT_PROJECT_DIR, BranchCiSettings, DeferOrchSettings
+
+FEATURE_BRANCH = "feature/tune-intermediate"
+_GIT_ENV = {
+    "GIT_AUTHOR_NAME": "demo",
+    "GIT_AUTHOR_EMAIL": "demo@example.com",
+    "GIT_COMMITTER_NAME": "demo",
+    "GIT_COMMITTER_EMAIL": "demo@example.com",
+}
+
+
+def _git(repo: Path, *args: str) -> str:
+    env = {**os.environ, **_GIT_ENV}
+    return subprocess.run(
+        ["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def _say(text: str) -> None:
+    print(f"\n== {text}", flush=True)
+
+
+def pick_intermediate_model(manifest_path: Path) -> Path:
+    """A non-ephemeral model under models/intermediate with at least one child, as a file path."""
+    manifest = load_json(manifest_path, what="manifest")
+    children = manifest.get("child_map") or {}
+    for uid, node in sorted(manifest["nodes"].items()):
+        if (
+            node["resource_type"] == "model"
+            and "intermediate" in node["original_file_path"]
+            and node["config"].get("materialized") != "ephemeral"
+            and any(ch.startswith("model.") for ch in children.get(uid, []))
+        ):
+            return Path(node["original_file_path"])
+    raise SystemExit("the bundled project has no intermediate model with children")
+
+
+def _run_request(defs: dg.Definitions, instance: dg.DagsterInstance, name: str, cursor: str | None):
+    sensor = defs.get_sensor_def(name)
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
+    return sensor.evaluate_tick(context)
+
+
+def main() -> int:
+    """Run the demo; exit status 0 when every step did what it should."""
+    root = Path.cwd() / c.DEFAULT_HOME_DIRNAME / "demo"
+    shutil.rmtree(root, ignore_errors=True)
+    repo = root / "repo"
+    repo.mkdir(parents=True)
+    _git(repo, "init", "-q", "-b", "main")
+    shutil.copytree(
+        BUNDLED_DBT_PROJECT_DIR,
+        repo / "dbt_project",
+        ignore=shutil.ignore_patterns("target", "logs", "*.duckdb", "dbt_packages"),
+    )
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "dbt project")
+
+    settings = DeferOrchSettings(home=str(root / "home"), dbt_project_dir=str(repo / "dbt_project"))
+    defs = build_definitions(settings, BranchCiSettings())
+    instance = dg.DagsterInstance.local_temp(str(root / "dagster_home"))
+
+    _say("1. production build: raw tables -> dbt build into schema prod -> prod_manifest")
+    started = time.monotonic()
+    prod = defs.get_job_def(c.PROD_BUILD_JOB).execute_in_process(instance=instance)
+    prod_seconds = time.monotonic() - started
+    if not prod.success:
+        print("production build failed; see the logs above")
+        return 1
+    published = latest_published_manifest(instance)
+    print(f"published manifest version {published.version[:12]} in {prod_seconds:.1f}s")
+
+    ci_cursor = _run_request(defs, instance, c.BRANCH_CI_SENSOR, None).cursor
+    td_cursor = _run_request(defs, instance, c.BRANCH_TEARDOWN_SENSOR, None).cursor
+
+    model_file = pick_intermediate_model(published.manifest_path)
+    _say(f"2. branch {FEATURE_BRANCH!r} changes {model_file}")
+    _git(repo, "checkout", "-q", "-b", FEATURE_BRANCH)
+    path = repo / "dbt_project" / model_file
+    path.write_text(path.read_text() + "\n-- reviewed: tuned in the demo branch\n")
+    _git(repo, "commit", "-q", "-am", "tune an intermediate model")
+    _git(repo, "checkout", "-q", "main")
+
+    _say("3. branch_ci_sensor tick")
+    tick = _run_request(defs, instance, c.BRANCH_CI_SENSOR, ci_cursor)
+    for request in tick.run_requests:
+        print(f"run request {request.run_key}")
+    if len(tick.run_requests) != 1:
+        print("expected exactly one run request")
+        return 1
+    request = tick.run_requests[0]
+
+    _say("4. branch_ci_job: slim build deferring to prod")
+    job = defs.get_job_def(c.BRANCH_CI_JOB)
+    started = time.monotonic()
+    slim = job.execute_in_process(
+        run_config=request.run_config, tags=request.tags, instance=instance, raise_on_error=False
+    )
+    slim_seconds = time.monotonic() - started
+    metadata = _output_metadata(slim)
+    print(metadata.get("summary", "(no summary)"))
+
+    _say("5. the same branch as a full build, for comparison")
+    full_config = {"ops": {"branch_build": {"config": {"branch": FEATURE_BRANCH, "select": "fqn:*"}}}}
+    started = time.monotonic()
+    full = job.execute_in_process(run_config=full_config, instance=instance, raise_on_error=False)
+    full_seconds = time.monotonic() - started
+    full_md = _output_metadata(full)
+
+    _say("6. the branch is deleted; branch_teardown_sensor tick")
+    _git(repo, "branch", "-q", "-D", FEATURE_BRANCH)
+    teardown_tick = _run_request(defs, instance, c.BRANCH_TEARDOWN_SENSOR, td_cursor)
+    schema = branch_schema_name(FEATURE_BRANCH)
+    teardown_ok = True
+    for req in teardown_tick.run_requests:
+        result = defs.get_job_def(c.BRANCH_TEARDOWN_JOB).execute_in_process(
+            run_config=req.run_config, tags=req.tags, instance=instance, raise_on_error=False
+        )
+        teardown_ok = teardown_ok and result.success
+    with warehouse.connect(settings.warehouse_path()) as conn:
+        remaining = warehouse.list_schemas(conn)
+
+    _say("summary")
+    print(f"slim branch run:  {slim_seconds:6.1f}s wall  selected={metadata.get('nodes/selected')} "
+          f"built={metadata.get('nodes/built')} tests passed={metadata.get('nodes/tests_passed')} "
+          f"deferred parents={metadata.get('nodes/deferred')}")
+    print(f"full branch run:  {full_seconds:6.1f}s wall  built={full_md.get('nodes/built')} "
+          f"tests passed={full_md.get('nodes/tests_passed')}")
+    print(f"production build: {prod_seconds:6.1f}s wall")
+    print(f"branch schema {schema}: {'dropped' if schema not in remaining else 'STILL THERE'}")
+    ok = slim.success and full.success and teardown_ok and schema not in remaining
+    print("demo OK" if ok else "demo FAILED")
+    return 0 if ok else 1
+
+
+def _output_metadata(result: dg.ExecuteInProcessResult) -> dict[str, object]:
+    for event in result.all_node_events:
+        if event.is_successful_output or event.is_step_failure:
+            data = event.event_specific_data
+            entries = getattr(data, "metadata", None) or getattr(
+                getattr(data, "error_display_string", None), "metadata", None
+            )
+            if event.is_step_failure:
+                failure = getattr(data, "user_failure_data", None)
+                entries = failure.metadata if failure else {}
+            return {k: getattr(v, "value", v) for k, v in (entries or {}).items()}
+    return {}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""Jobs: the production build, branch CI and branch teardown.
+
+Ops here only wire: typed launchpad config in, the procedure in ``branch_build.py`` /
+``lib/warehouse.py`` called, metadata out. Every op that opens the warehouse holds
+the ``duckdb_warehouse`` pool.
+"""
+
+
+import time
+from enum import Enum
+
+import dagster as dg
+
+from defer_orchestration import constants as c
+from defer_orchestration.branch_build import (
+    BranchBuildReport,
+    BranchBuildRequest,
+    remove_branch_worktrees,
+    run_branch_build,
+)
+from defer_orchestration.lib import warehouse
+from defer_orchestration.lib.branch_summary import to_markdown
+from defer_orchestration.lib.dbt_args import DEFAULT_BRANCH_SELECT
+from defer_orchestration.lib.errors import DeferOrchestrationError, NoManifestPublishedError
+from defer_orchestration.lib.schema_names import branch_schema_name, guard_branch_schema
+from defer_orchestration.manifest_resolution import PublishedManifest, latest_published_manifest
+from defer_orchestration.resources import BranchCiSettings, DeferOrchSettings
+
+prod_build_job = dg.define_asset_job(
+    name=c.PROD_BUILD_JOB,
+    selection=dg.AssetSelection.groups(c.RAW_GROUP, c.PROD_DBT_GROUP),
+    description="Write the raw sources, `dbt build` into schema prod, then publish "
+    "prod_manifest (only when the build succeeded).",
+)
+
+
+class OnMissingState(Enum):
+    """What a branch build does when no production manifest has been published."""
+
+    fail = "fail"
+    full_build = "full_build"
+
+
+class BranchCiConfig(dg.Config):
+    """Launchpad config of ``branch_ci_job``."""
+
+    branch: str
+    sha: str = ""  # empty: the branch's current head
+    select: str = DEFAULT_BRANCH_SELECT
+    exclude: str = ""
+    favor_state: bool = False
+    full_refresh: bool = False
+    on_missing_state: OnMissingState = OnMissingState.fail
+
+
+def _resolve_state(
+    instance: dg.DagsterInstance, on_missing: OnMissingState
+) -> PublishedManifest | None:
+    try:
+        return latest_published_manifest(instance)
+    except NoManifestPublishedError:
+        if on_missing is OnMissingState.full_build:
+            return None
+        raise
+
+
+def report_metadata(report: BranchBuildReport) -> dict[str, dg.MetadataValue]:
+    """The run's summary as UI metadata: a markdown table plus plottable numbers."""
+    summary = report.summary
+    counts = summary.counts
+    saved = summary.prod_seconds_not_rebuilt
+    headline = (
+        f"**{report.branch}** @ `{report.sha[:12]}` → schema `{report.schema}`: "
+        f"{counts.get('selected', 0)} selected, {counts.get('built', 0)} built, "
+        f"{counts.get('tests_passed', 0)} tests passed, {counts.get('failed', 0)} failed, "
+        f"{counts.get('deferred', 0)} parents deferred to prod; {report.state_note}."
+    )
+    metadata: dict[str, dg.MetadataValue] = {
+        "summary": dg.MetadataValue.md(to_markdown(summary, headline=headline)),
+        "branch": dg.MetadataValue.text(report.branch),
+        "sha": dg.MetadataValue.text(report.sha),
+        "schema": dg.MetadataValue.text(report.schema),
+        "state": dg.MetadataValue.text(report.state_note),
+        "selected_nodes": dg.MetadataValue.json(list(summary.selected)),
+        "deferred_parents": dg.MetadataValue.json(
+            {p.unique_id: p.prod_relation for p in summary.deferred}
+        ),
+        "dbt_ls_seconds": dg.MetadataValue.float(round(report.ls_seconds, 3)),
+        "dbt_build_seconds": dg.MetadataValue.float(round(report.build_seconds, 3)),
+        "branch_node_seconds": dg.MetadataValue.float(summary.branch_seconds),
+        "prod_seconds_not_rebuilt": dg.MetadataValue.float(saved),
+        "prod_seconds_total": dg.MetadataValue.float(summary.prod_seconds_total),
+        **{f"nodes/{k}": dg.MetadataValue.int(v) for k, v in counts.items()},
+    }
+    if report.manifest is not None:
+        metadata["manifest_version"] = dg.MetadataValue.text(report.manifest.version)
+        metadata["manifest_sha256"] = dg.MetadataValue.text(report.manifest.manifest_sha256)
+        metadata["manifest_producing_run"] = dg.MetadataValue.text(report.manifest.producing_run_id)
+    return metadata
+
+
+@dg.op(pool=c.WAREHOUSE_POOL, out=dg.Out(dg.Nothing))
+def branch_build(
+    context: dg.OpExecutionContext,
+    config: BranchCiConfig,
+    settings: DeferOrchSettings,
+    branch_settings: BranchCiSettings,
+):
+    """Slim-build one branch commit into its own schema, deferring to the latest prod manifest."""
+    try:
+        published = _resolve_state(context.instance, config.on_missing_state)
+        report = run_branch_build(
+            BranchBuildRequest(
+                branch=config.branch,
+                sha=config.sha,
+                select=config.select,
+                exclude=config.exclude,
+                favor_state=config.favor_state,
+                full_refresh=config.full_refresh,
+            ),
+            settings=settings,
+            branch_settings=branch_settings,
+            published=published,
+            run_id=context.run_id,
+            log=context.log,
+        )
+    except DeferOrchestrationError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+    metadata = report_metadata(report)
+    if not report.ok:
+        failed = [u for u, s in report.summary.statuses.items() if s in {"error", "fail"}]
+        raise dg.Failure(
+            description=(
+                f"branch {report.branch!r} built with {len(failed)} failing nodes "
+                f"({', '.join(failed[:10])}). Fix them and push again; production is untouched."
+            ),
+            metadata={**metadata, "dbt_output": dg.MetadataValue.md(f"```\n{report.dbt_output_tail}\n```")},
+            allow_retries=False,
+        )
+    if not report.summary.selected:
+        context.log.info("nothing selected: the branch changes no dbt node; succeeded without building")
+    yield dg.Output(None, metadata=metadata)
+
+
+@dg.job(
+    name=c.BRANCH_CI_JOB,
+    description="Slim CI for one branch commit: `dbt build --select state:modified+ --defer` into "
+    "the branch's own schema. Records a summary, never a production asset event.",
+)
+def branch_ci_job():
+    branch_build()
+
+
+class BranchTeardownConfig(dg.Config):
+    """Launchpad config of ``branch_teardown_job``."""
+
+    branches: list[str] = []  # branches whose schemas to drop
+    drop_idle: bool = False  # also drop registered schemas idle longer than the TTL
+
+
+@dg.op(pool=c.WAREHOUSE_POOL)
+def branch_teardown(
+    context: dg.OpExecutionContext,
+    config: BranchTeardownConfig,
+    settings: DeferOrchSettings,
+    branch_settings: BranchCiSettings,
+) -> dg.Output[None]:
+    """Drop branch schemas (and their scratch worktrees); only schemas this system created."""
+    try:
+        targets = {guard_branch_schema(branch_schema_name(b)): b for b in config.branches}
+    except DeferOrchestrationError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+    dropped: list[str] = []
+    ttl_seconds = branch_settings.schema_ttl_days * 86400
+    with warehouse.connect(
+        settings.warehouse_path(), lock_timeout_s=settings.warehouse_lock_timeout_s
+    ) as conn:
+        registered = warehouse.registered_branch_schemas(conn)
+        if config.drop_idle:
+            now = time.time()
+            for schema, (branch, last_built) in registered.items():
+                if now - last_built > ttl_seconds:
+                    targets.setdefault(schema, branch)
+        for schema, branch in sorted(targets.items()):
+            if schema not in registered:
+                context.log.info(f"{schema} ({branch!r}) was never created by branch CI; skipped")
+                continue
+            if warehouse.drop_branch_schema(conn, schema):
+                dropped.append(schema)
+            warehouse.forget_branch_schema(conn, schema)
+    removed = [
+        str(p)
+        for schema in targets
+        for p in remove_branch_worktrees(settings, branch_settings, schema)
+    ]
+    context.log.info(f"dropped {dropped}; removed worktrees {removed}")
+    return dg.Output(
+        None,
+        metadata={
+            "dropped_schemas": dg.MetadataValue.json(dropped),
+            "removed_worktrees": dg.MetadataValue.json(removed),
+            "dropped_count": dg.MetadataValue.int(len(dropped)),
+        },
+    )
+
+
+@dg.job(
+    name=c.BRANCH_TEARDOWN_JOB,
+    description="Drop the schemas of deleted (or long idle) branches. Never touches anything "
+    "but schemas branch CI created.",
+)
+def branch_teardown_job():
+    branch_teardown()

@@ -1,0 +1,106 @@
+"""dbt arguments for branch builds, built by small pure functions.
+
+Kept apart from the code that runs dbt so each choice (and why it is made) can be
+read and tested without running dbt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_BRANCH_SELECT = "state:modified+"
+
+
+@dataclass(frozen=True)
+class StateArgs:
+    """Where selection compares from and where deferral resolves to.
+
+    ``compare_state`` feeds ``state:`` selectors; ``defer_state`` names the relations
+    unselected parents resolve to. They differ when a branch is behind main: selection
+    compares against the merge-base while deferral uses the latest production build.
+    ``None`` for both means a full build with no deferral.
+    """
+
+    compare_state: Path | None
+    defer_state: Path | None
+    favor_state: bool = False
+
+
+def selection_args(select: str, exclude: str | None) -> list[str]:
+    """``--select``/``--exclude``; an empty select string means the whole project."""
+    args: list[str] = []
+    if select.strip():
+        args += ["--select", *select.split()]
+    if exclude and exclude.strip():
+        args += ["--exclude", *exclude.split()]
+    return args
+
+
+def uses_state_selector(select: str, exclude: str | None = None) -> bool:
+    """Whether the selection needs a comparison state (``state:`` or ``result:`` methods)."""
+    text = f"{select} {exclude or ''}"
+    return "state:" in text or "result:" in text
+
+
+def state_args(state: StateArgs, *, defer: bool) -> list[str]:
+    """``--state`` for selection, plus ``--defer --defer-state`` when deferring.
+
+    ``--defer-state`` is always given explicitly rather than relying on ``--state``
+    doubling as the deferral state, so that comparison and deferral can differ.
+    """
+    args: list[str] = []
+    if state.compare_state is not None:
+        args += ["--state", os.fspath(state.compare_state)]
+    if defer and state.defer_state is not None:
+        args += ["--defer", "--defer-state", os.fspath(state.defer_state)]
+        if state.favor_state:
+            args.append("--favor-state")
+    return args
+
+
+def ls_args(select: str, exclude: str | None, state: StateArgs) -> list[str]:
+    """``dbt ls`` printing one JSON object per selected resource (the selection preview)."""
+    return [
+        "ls",
+        *selection_args(select, exclude),
+        *state_args(state, defer=False),
+        "--resource-type",
+        "all",
+        "--output",
+        "json",
+        "--output-keys",
+        "unique_id",
+        "resource_type",
+        "name",
+        "--quiet",
+    ]
+
+
+def build_args(
+    select: str, exclude: str | None, state: StateArgs, *, full_refresh: bool = False
+) -> list[str]:
+    """``dbt build`` of the selection, deferring unselected parents to production."""
+    args = ["build", *selection_args(select, exclude), *state_args(state, defer=True)]
+    if full_refresh:
+        args.append("--full-refresh")
+    return args
+
+
+def parse_ls_output(lines: Sequence[str]) -> list[dict[str, str]]:
+    """The JSON objects ``dbt ls --output json`` printed, ignoring any other line."""
+    found: list[dict[str, str]] = []
+    for line in lines:
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(obj, dict) and "unique_id" in obj:
+            found.append(obj)
+    return found

@@ -1,0 +1,138 @@
+"""Where dbt is invoked for everything but the production assets.
+
+Branch builds, selection previews and load-time parses run the dbt CLI as a
+subprocess with every path explicit (project, profiles, target, logs), so nothing is
+written into the user's project and no Dagster event is derived from dbt's output.
+(The production assets go through dagster-dbt's ``DbtCliResource`` instead, because
+there we *want* asset materializations.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from defer_orchestration.lib.errors import DbtInvocationError
+
+
+def dbt_executable() -> str:
+    """The ``dbt`` next to the running interpreter, else the one on PATH."""
+    beside = Path(sys.executable).with_name("dbt")
+    if beside.is_file():
+        return os.fspath(beside)
+    found = shutil.which("dbt")
+    if found is None:
+        raise DbtInvocationError(
+            "the dbt CLI is not installed in this environment; run `make install` "
+            "(or `pip install -e .`) to install dbt-core and dbt-duckdb."
+        )
+    return found
+
+
+@dataclass(frozen=True)
+class DbtPaths:
+    """Every directory one dbt invocation reads or writes."""
+
+    project_dir: Path
+    profiles_dir: Path
+    target_path: Path
+    log_path: Path
+
+
+@dataclass(frozen=True)
+class DbtRun:
+    """What one dbt CLI invocation did."""
+
+    args: tuple[str, ...]
+    returncode: int
+    output: str
+    seconds: float
+    target_path: Path
+
+    @property
+    def ok(self) -> bool:
+        """dbt exited 0."""
+        return self.returncode == 0
+
+    def tail(self, lines: int = 30) -> str:
+        """The last lines of dbt's output, for error messages."""
+        return "\n".join(self.output.rstrip().splitlines()[-lines:])
+
+    def run_results(self) -> dict | None:
+        """``run_results.json`` of this invocation, if dbt wrote one."""
+        path = self.target_path / "run_results.json"
+        if not path.is_file():
+            return None
+        return json.loads(path.read_text(encoding="utf-8"))
+
+
+def build_command(args: Sequence[str], paths: DbtPaths, *, target: str | None) -> list[str]:
+    """The full argv: dbt's subcommand and flags, then our explicit paths.
+
+    Paths are passed as flags rather than left to defaults so that a run never writes
+    ``target/`` or ``logs/`` into the project, which may be the user's own checkout.
+    """
+    command = [dbt_executable(), *args]
+    command += ["--project-dir", os.fspath(paths.project_dir)]
+    command += ["--profiles-dir", os.fspath(paths.profiles_dir)]
+    command += ["--target-path", os.fspath(paths.target_path)]
+    command += ["--log-path", os.fspath(paths.log_path)]
+    if target is not None:
+        command += ["--target", target]
+    return command
+
+
+def run_dbt(
+    args: Sequence[str],
+    paths: DbtPaths,
+    *,
+    target: str | None = None,
+    env: Mapping[str, str] | None = None,
+    check: bool = True,
+    timeout: float | None = None,
+) -> DbtRun:
+    """Run one dbt command and return what it did; raise on failure when ``check``."""
+    paths.target_path.mkdir(parents=True, exist_ok=True)
+    paths.log_path.mkdir(parents=True, exist_ok=True)
+    command = build_command(args, paths, target=target)
+    run_env = {**os.environ, **(env or {})}
+    # dbt otherwise writes a user-level .user.yml and pings for anonymous usage stats.
+    run_env.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+    run_env.setdefault("DBT_USE_COLORS", "false")
+    started = time.monotonic()
+    try:
+        completed = subprocess.run(
+            command,
+            cwd=paths.project_dir,
+            env=run_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise DbtInvocationError(
+            f"`dbt {' '.join(args)}` did not finish within {timeout} s and was stopped."
+        ) from exc
+    except OSError as exc:
+        raise DbtInvocationError(f"could not start dbt ({command[0]}): {exc}") from exc
+    result = DbtRun(
+        args=tuple(args),
+        returncode=completed.returncode,
+        output=(completed.stdout or "") + (completed.stderr or ""),
+        seconds=time.monotonic() - started,
+        target_path=paths.target_path,
+    )
+    if check and not result.ok:
+        raise DbtInvocationError(
+            f"`dbt {' '.join(args)}` failed (exit {result.returncode}) in "
+            f"{paths.project_dir}. Last lines of its output:\n{result.tail()}"
+        )
+    return result

@@ -1,0 +1,161 @@
+"""A content-addressed store of production dbt artifacts.
+
+A version is a directory ``<root>/versions/<version>/`` holding ``manifest.json`` and
+``run_results.json``; ``<version>`` is a sha256 over the files' own sha256s, so the
+same artifacts always land in the same place and a directory's name tells whether
+its contents are intact. Publishing writes into a temporary directory and renames it
+into place: a crash leaves a stray ``.tmp`` directory, never a half-written version
+that looks complete. The directory is usable directly as dbt's ``--state``.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import shutil
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from defer_orchestration.lib.errors import (
+    ArtifactStoreError,
+    ManifestArtifactMissingError,
+    ManifestChecksumError,
+)
+
+ARTIFACT_FILES: tuple[str, ...] = ("manifest.json", "run_results.json")
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def version_of(file_digests: Mapping[str, str]) -> str:
+    """The version id of a set of artifacts: sha256 over their sorted ``name:sha256`` lines."""
+    lines = "".join(f"{name}:{file_digests[name]}\n" for name in sorted(file_digests))
+    return hashlib.sha256(lines.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class StoredVersion:
+    """One published set of artifacts."""
+
+    version: str
+    path: Path
+    files: Mapping[str, str] = field(default_factory=dict)  # name -> sha256
+
+    @property
+    def manifest_path(self) -> Path:
+        """Path of the stored manifest.json."""
+        return self.path / "manifest.json"
+
+
+def _store_error(action: str, path: Path, exc: OSError) -> ArtifactStoreError:
+    hint = {
+        errno.ENOSPC: "the disk is full; free space under the artifact store and rerun prod_build_job",
+        errno.EACCES: "permission denied; make the artifact store writable by the Dagster process",
+        errno.EROFS: "the file system is read-only; point DEFER_ORCH_HOME at a writable directory",
+    }.get(exc.errno or 0, "check the artifact store directory and rerun prod_build_job")
+    return ArtifactStoreError(
+        f"could not {action} {path}: {exc.strerror or exc}; {hint}. "
+        "Nothing was published: the previous manifest version stays the latest."
+    )
+
+
+class ManifestStore:
+    """The artifact store rooted at one directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def versions_dir(self) -> Path:
+        """Where complete versions live."""
+        return self.root / "versions"
+
+    def version_path(self, version: str) -> Path:
+        """Directory of one version (which may not exist)."""
+        return self.versions_dir / version
+
+    def publish(self, source_dir: Path) -> StoredVersion:
+        """Copy the artifacts in ``source_dir`` into the store atomically and return the version."""
+        sources = {name: Path(source_dir) / name for name in ARTIFACT_FILES}
+        missing = [name for name, path in sources.items() if not path.is_file()]
+        if missing:
+            raise ManifestArtifactMissingError(
+                f"cannot publish from {source_dir}: {', '.join(missing)} not found there. "
+                "The dbt build did not write its artifacts; check the dbt step's logs."
+            )
+        staging = self.root / ".tmp" / uuid.uuid4().hex
+        try:
+            staging.mkdir(parents=True)
+            digests: dict[str, str] = {}
+            for name, src in sources.items():
+                dest = staging / name
+                _copy_durably(src, dest)
+                digests[name] = sha256_file(dest)
+            version = version_of(digests)
+            final = self.version_path(version)
+            self.versions_dir.mkdir(parents=True, exist_ok=True)
+            if final.exists():
+                if self._intact(final, digests):
+                    shutil.rmtree(staging, ignore_errors=True)
+                    return StoredVersion(version, final, digests)
+                # Same content was published before but the copy has been damaged since:
+                # move the damaged copy aside (never delete evidence) and put the good one in.
+                os.rename(final, final.with_name(f"{version}.damaged-{uuid.uuid4().hex[:8]}"))
+            os.rename(staging, final)
+            _fsync_dir(self.versions_dir)
+        except OSError as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise _store_error("write the artifact store at", self.root, exc) from exc
+        return StoredVersion(version, final, digests)
+
+    def verify(self, path: Path, files: Mapping[str, str]) -> StoredVersion:
+        """Check every recorded file exists at ``path`` with its recorded sha256."""
+        for name, expected in sorted(files.items()):
+            file_path = Path(path) / name
+            if not file_path.is_file():
+                raise ManifestArtifactMissingError(
+                    f"the published production artifact {file_path} is missing from the "
+                    "artifact store (deleted, or DEFER_ORCH_HOME changed since it was "
+                    "published). Run prod_build_job to publish a fresh manifest."
+                )
+            actual = sha256_file(file_path)
+            if actual != expected:
+                raise ManifestChecksumError(
+                    f"the published production artifact {file_path} is corrupt: its sha256 is "
+                    f"{actual} but {expected} was recorded when it was published. Do not defer "
+                    "to it; run prod_build_job to publish a fresh manifest."
+                )
+        return StoredVersion(version_of(files), Path(path), dict(files))
+
+    @staticmethod
+    def _intact(path: Path, digests: Mapping[str, str]) -> bool:
+        return all(
+            (path / name).is_file() and sha256_file(path / name) == sha
+            for name, sha in digests.items()
+        )
+
+
+def _copy_durably(src: Path, dest: Path) -> None:
+    with open(src, "rb") as reader, open(dest, "wb") as writer:
+        shutil.copyfileobj(reader, writer, _CHUNK)
+        writer.flush()
+        os.fsync(writer.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

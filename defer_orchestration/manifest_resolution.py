@@ -1,0 +1,75 @@
+"""Which production manifest a branch defers to: the latest *published* one.
+
+"Latest good" comes from the Dagster event log (the latest materialization of
+``prod_manifest``, which only successful builds produce), never from whatever file
+happens to lie in a directory. The stored files are verified against the sha256s
+recorded at publication before anyone defers to them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from defer_orchestration import constants as c
+from defer_orchestration.lib.errors import ManifestArtifactMissingError, NoManifestPublishedError
+from defer_orchestration.lib.manifest_store import ManifestStore
+
+
+@dataclass(frozen=True)
+class PublishedManifest:
+    """One verified published version of the production artifacts."""
+
+    version: str
+    path: Path  # directory usable as dbt's --state / --defer-state
+    manifest_sha256: str
+    run_results_sha256: str
+    producing_run_id: str
+    dbt_version: str | None
+    git_sha: str | None
+    created_at: float  # unix seconds
+
+    @property
+    def manifest_path(self) -> Path:
+        """The verified manifest.json."""
+        return self.path / "manifest.json"
+
+
+def _value(metadata: dict[str, Any], key: str) -> Any:
+    entry = metadata.get(key)
+    return getattr(entry, "value", entry)
+
+
+def latest_published_manifest(instance: dg.DagsterInstance) -> PublishedManifest:
+    """The latest good production manifest, verified; raises a typed error when there is none."""
+    event = instance.get_latest_materialization_event(dg.AssetKey(c.PROD_MANIFEST_ASSET))
+    if event is None or event.asset_materialization is None:
+        raise NoManifestPublishedError(
+            "no successful production build has published a manifest yet: run "
+            f"{c.PROD_BUILD_JOB} (from the Dagster UI or `make demo`) and retry."
+        )
+    metadata = dict(event.asset_materialization.metadata)
+    store_path = _value(metadata, "store_path")
+    manifest_sha = _value(metadata, "sha256")
+    results_sha = _value(metadata, "run_results_sha256")
+    if not (store_path and manifest_sha and results_sha):
+        raise ManifestArtifactMissingError(
+            f"the latest {c.PROD_MANIFEST_ASSET} materialization (run {event.run_id}) records no "
+            f"store path or checksums; run {c.PROD_BUILD_JOB} to publish a complete version."
+        )
+    stored = ManifestStore(Path(store_path).parent.parent).verify(
+        Path(store_path), {"manifest.json": manifest_sha, "run_results.json": results_sha}
+    )
+    return PublishedManifest(
+        version=stored.version,
+        path=stored.path,
+        manifest_sha256=manifest_sha,
+        run_results_sha256=results_sha,
+        producing_run_id=event.run_id,
+        dbt_version=_value(metadata, "dbt_version"),
+        git_sha=_value(metadata, "git_sha"),
+        created_at=float(_value(metadata, "created_at") or event.timestamp),
+    )

@@ -1,0 +1,48 @@
+"""Session fixtures: one production build of the bundled project, reused by every test
+that only reads it (a dbt build costs seconds; see the README's testing notes)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from helpers import git, repo_with_bundled_project
+
+from defer_orchestration import constants as c
+from defer_orchestration.definitions import build_definitions
+from defer_orchestration.resources import DeferOrchSettings
+
+# dbt must never phone home or write ~/.dbt from a test.
+os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+
+
+@dataclass
+class ProdEnv:
+    """A production build of the bundled project inside a test-made git repository."""
+
+    root: Path
+    repo: Path
+    settings: DeferOrchSettings
+    instance: dg.DagsterInstance
+    defs: dg.Definitions
+    result: dg.ExecuteInProcessResult
+    repo_head: str
+
+
+@pytest.fixture(scope="session")
+def prod_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProdEnv]:
+    """Build production once per session: raw tables, dbt build into ``prod``, prod_manifest."""
+    root = tmp_path_factory.mktemp("prod_env")
+    repo = repo_with_bundled_project(root / "repo")
+    settings = DeferOrchSettings(home=str(root / "home"), dbt_project_dir=str(repo / "dbt_project"))
+    (root / "dagster_home").mkdir()
+    with dg.instance_for_test(temp_dir=str(root / "dagster_home")) as instance:
+        defs = build_definitions(settings)
+        result = defs.get_job_def(c.PROD_BUILD_JOB).execute_in_process(instance=instance)
+        assert result.success, "the session's production build failed; see the captured logs"
+        yield ProdEnv(root, repo, settings, instance, defs, result, git(repo, "rev-parse", "HEAD"))

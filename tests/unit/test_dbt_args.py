@@ -1,0 +1,53 @@
+"""dbt arguments for branch builds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from defer_orchestration.lib import dbt_args
+from defer_orchestration.lib.dbt_args import StateArgs
+
+
+def test_build_defers_to_the_defer_state_and_compares_to_the_compare_state() -> None:
+    state = StateArgs(compare_state=Path("/mb"), defer_state=Path("/prod"))
+    args = dbt_args.build_args("state:modified+", None, state)
+    assert args == [
+        "build", "--select", "state:modified+", "--state", "/mb",
+        "--defer", "--defer-state", "/prod",
+    ]  # fmt: skip
+
+
+def test_favor_state_full_refresh_and_exclude() -> None:
+    state = StateArgs(compare_state=Path("/p"), defer_state=Path("/p"), favor_state=True)
+    args = dbt_args.build_args("state:modified+ tag:x", "orders", state, full_refresh=True)
+    assert args[:5] == ["build", "--select", "state:modified+", "tag:x", "--exclude"]
+    assert "--favor-state" in args and args[-1] == "--full-refresh"
+
+
+def test_full_build_has_no_state_flags() -> None:
+    args = dbt_args.build_args("", None, StateArgs(None, None))
+    assert args == ["build"]
+
+
+def test_ls_never_defers() -> None:
+    args = dbt_args.ls_args("state:modified+", None, StateArgs(Path("/s"), Path("/s")))
+    assert "--defer" not in args and args[args.index("--state") + 1] == "/s"
+    assert args[args.index("--output") + 1] == "json"
+
+
+def test_state_selector_detection() -> None:
+    assert dbt_args.uses_state_selector("state:modified+")
+    assert dbt_args.uses_state_selector("orders", "result:error")
+    assert not dbt_args.uses_state_selector("orders+")
+
+
+def test_parse_ls_output_ignores_log_lines() -> None:
+    lines = [
+        "12:00:00  Running with dbt=1.11",
+        '{"unique_id": "model.shop.orders", "resource_type": "model", "name": "orders"}',
+        "{not json",
+        '{"no_id": 1}',
+    ]
+    assert dbt_args.parse_ls_output(lines) == [
+        {"unique_id": "model.shop.orders", "resource_type": "model", "name": "orders"}
+    ]

@@ -1,0 +1,60 @@
+"""Reading manifest.json and run_results.json without dbt."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from defer_orchestration.lib import dbt_artifacts
+from defer_orchestration.lib.errors import ManifestError
+
+MANIFEST = {
+    "metadata": {"dbt_version": "1.11.2"},
+    "nodes": {
+        "model.shop.orders": {"resource_type": "model", "relation_name": '"w"."prod"."orders"'},
+        "model.shop.eph": {"resource_type": "model", "schema": "prod", "name": "eph"},
+        "test.shop.unique_orders_id": {"resource_type": "test"},
+        "seed.shop.codes": {"resource_type": "seed"},
+    },
+    "sources": {"source.shop.raw.orders": {"resource_type": "source"}},
+    "unit_tests": {"unit_test.shop.orders.t": {"resource_type": "unit_test"}},
+}
+RUN_RESULTS = {
+    "results": [
+        {"unique_id": "model.shop.orders", "status": "success", "execution_time": 1.5},
+        {"unique_id": "test.shop.unique_orders_id", "status": "fail", "execution_time": 0.25},
+        {"unique_id": "seed.shop.codes", "status": "success"},
+    ]
+}
+
+
+def test_node_counts_per_resource_type() -> None:
+    assert dbt_artifacts.node_counts(MANIFEST) == {
+        "model": 2,
+        "seed": 1,
+        "source": 1,
+        "test": 1,
+        "unit_test": 1,
+    }
+    assert dbt_artifacts.dbt_version(MANIFEST) == "1.11.2"
+
+
+def test_statuses_and_timings() -> None:
+    assert dbt_artifacts.status_summary(RUN_RESULTS) == {"fail": 1, "success": 2}
+    assert dbt_artifacts.execution_times(RUN_RESULTS)["model.shop.orders"] == 1.5
+    assert dbt_artifacts.execution_times(RUN_RESULTS)["seed.shop.codes"] == 0.0
+
+
+def test_relation_name_falls_back_to_schema_and_alias() -> None:
+    nodes = MANIFEST["nodes"]
+    assert dbt_artifacts.relation_name(nodes["model.shop.orders"]) == '"w"."prod"."orders"'
+    assert dbt_artifacts.relation_name(nodes["model.shop.eph"]) == '"prod"."eph"'
+    assert dbt_artifacts.relation_name(nodes["test.shop.unique_orders_id"]) is None
+
+
+def test_corrupt_json_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "manifest.json"
+    path.write_text('{"nodes": ')
+    with pytest.raises(ManifestError, match="manifest.json is not valid JSON"):
+        dbt_artifacts.load_json(path, what="manifest")
