@@ -127,12 +127,19 @@ def run_branch_build(
                 f"{branch_settings.subdir(settings)!r} (no dbt_project.yml). Was the project "
                 "moved? Set DEFER_ORCH_PROJECT_SUBDIR to its path inside the repository."
             )
-        paths = DbtPaths(
-            project_dir=project_dir,
-            profiles_dir=settings.write_profiles(
+        try:
+            profiles_dir = settings.write_profiles(
                 run_dir / "profiles", {c.BRANCH_TARGET: schema}, c.BRANCH_TARGET,
                 project_dir=project_dir,
-            ),
+            )
+        except ConfigurationError as exc:
+            raise ConfigurationError(
+                f"the dbt project in commit {sha[:12]} of branch {request.branch!r} does not "
+                f"parse: {exc} Nothing was built. Fix the branch and push again."
+            ) from exc
+        paths = DbtPaths(
+            project_dir=project_dir,
+            profiles_dir=profiles_dir,
             target_path=run_dir / "target",
             log_path=run_dir / "logs",
         )

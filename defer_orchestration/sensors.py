@@ -9,7 +9,7 @@ import dagster as dg
 from defer_orchestration import constants as c
 from defer_orchestration.lib import git
 from defer_orchestration.lib.branch_plan import parse_cursor, plan_branch_runs, plan_teardown
-from defer_orchestration.lib.errors import DeferOrchestrationError
+from defer_orchestration.lib.errors import BranchNameError, DeferOrchestrationError
 from defer_orchestration.lib.schema_names import branch_schema_name
 from defer_orchestration.resources import BranchCiSettings, DeferOrchSettings
 
@@ -88,6 +88,12 @@ def build_branch_ci_sensor(minimum_interval_seconds: int = 30) -> dg.SensorDefin
         )
         requests = []
         for run in plan.runs:
+            try:
+                tags = branch_run_tags(run.branch, run.sha)
+            except BranchNameError as exc:
+                # One unbuildable name must not stall every other branch's CI.
+                context.log.warning(f"skipping branch {run.branch[:80]!r}: {exc}")
+                continue
             if run.superseded_sha is not None:
                 cancel_branch_runs(
                     context.instance, run.branch, keep_sha=run.sha,
@@ -97,7 +103,7 @@ def build_branch_ci_sensor(minimum_interval_seconds: int = 30) -> dg.SensorDefin
                 dg.RunRequest(
                     run_key=run.run_key,
                     run_config={"ops": {"branch_build": {"config": {"branch": run.branch, "sha": run.sha}}}},
-                    tags=branch_run_tags(run.branch, run.sha),
+                    tags=tags,
                 )
             )
         return dg.SensorResult(run_requests=requests, cursor=plan.cursor)

@@ -43,6 +43,6 @@ def prod_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProdEnv]:
     (root / "dagster_home").mkdir()
     with dg.instance_for_test(temp_dir=str(root / "dagster_home")) as instance:
         defs = build_definitions(settings)
-        result = defs.get_job_def(c.PROD_BUILD_JOB).execute_in_process(instance=instance)
+        result = defs.resolve_job_def(c.PROD_BUILD_JOB).execute_in_process(instance=instance)
         assert result.success, "the session's production build failed; see the captured logs"
         yield ProdEnv(root, repo, settings, instance, defs, result, git(repo, "rev-parse", "HEAD"))

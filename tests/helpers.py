@@ -58,3 +58,30 @@ def repo_with_bundled_project(repo: Path, subdir: str = "dbt_project") -> Path:
     copy_bundled_project(repo / subdir)
     commit_all(repo, "bundled dbt project")
     return repo
+
+
+def push_branch(repo: Path, branch: str, edits: dict[str, str | None], scratch: Path) -> str:
+    """Push ``branch`` (from main) with ``edits`` applied, as a developer would; return its sha.
+
+    ``edits`` maps paths relative to the repository to new contents (None deletes). The
+    work is done in a throwaway clone so the repository's own checkout is never touched.
+    """
+    clone = scratch / f"clone-{abs(hash(branch)) % 10**8}-{len(list(scratch.glob('clone-*')))}"
+    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True, capture_output=True)
+    git(clone, "checkout", "-q", "-b", branch, "origin/main")
+    for relative, content in edits.items():
+        path = clone / relative
+        if content is None:
+            path.unlink()
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(content)
+    sha = commit_all(clone, f"change on {branch}")
+    git(clone, "push", "-q", "--force", "origin", f"HEAD:refs/heads/{branch}")
+    shutil.rmtree(clone)
+    return sha
+
+
+def delete_branch(repo: Path, branch: str) -> None:
+    """Delete a branch in the repository (as after a merged pull request)."""
+    git(repo, "branch", "-q", "-D", branch)

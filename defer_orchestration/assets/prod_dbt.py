@@ -1,6 +1,7 @@
 """The production dbt build: every dbt model, seed and test as Dagster assets, target ``prod``."""
 
 
+import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from defer_orchestration.lib import warehouse
 from defer_orchestration.lib.dbt_artifacts import result_statuses
 from defer_orchestration.lib.dbt_cli import dbt_executable
 from defer_orchestration.lib.errors import WarehouseError
-from defer_orchestration.project import project_work_dir
+from defer_orchestration.project import newest_source_mtime, project_work_dir
 from defer_orchestration.resources import DeferOrchSettings
 
 PROD_DBT_ASSETS_NAME = "prod_dbt_models"
@@ -71,8 +72,13 @@ def _with_row_counts(events: list[Any], counts: Mapping[str, int]) -> Iterator[A
 def build_prod_dbt_assets(manifest_path: Path) -> dg.AssetsDefinition:
     """The ``@dbt_assets`` definition over the project whose parsed manifest is given."""
 
+    # Loaded here rather than passed as a path: dagster-dbt caches manifests by path, and a
+    # reparsed project must not be served the manifest of the previous load.
+    manifest = json.loads(Path(manifest_path).read_text(encoding="utf-8"))
+    loaded_at = Path(manifest_path).stat().st_mtime
+
     @dbt_assets(
-        manifest=manifest_path,
+        manifest=manifest,
         name=PROD_DBT_ASSETS_NAME,
         dagster_dbt_translator=ProdDbtTranslator(),
         pool=c.WAREHOUSE_POOL,
@@ -80,6 +86,14 @@ def build_prod_dbt_assets(manifest_path: Path) -> dg.AssetsDefinition:
     def prod_dbt_models(context: dg.AssetExecutionContext, settings: DeferOrchSettings):
         """``dbt build`` into schema ``prod``; fails the step (so no manifest is published)
         when any model or test fails."""
+        if newest_source_mtime(settings.project_path()) > loaded_at:
+            raise dg.Failure(
+                description=(
+                    f"the dbt project at {settings.project_path()} changed after this code "
+                    "location loaded, so its assets no longer match the project. Reload the code "
+                    "location (Deployment → Reload in the UI, or restart `make dev`) and relaunch."
+                )
+            )
         dbt = DbtCliResource(
             project_dir=str(settings.project_path()),
             profiles_dir=str(settings.prod_profiles_dir()),

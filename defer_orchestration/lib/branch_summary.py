@@ -139,11 +139,11 @@ def summarize(
         selected=tuple(sorted(selected)),
         statuses=dict(sorted(statuses.items())),
         deferred=deferred,
-        branch_seconds=round(sum(branch_times.values()), 3),
+        branch_seconds=round(float(sum(branch_times.values())), 3),
         prod_seconds_not_rebuilt=round(
-            sum(t for uid, t in prod_times.items() if uid not in rebuilt), 3
+            float(sum(t for uid, t in prod_times.items() if uid not in rebuilt)), 3
         ),
-        prod_seconds_total=round(sum(prod_times.values()), 3),
+        prod_seconds_total=round(float(sum(prod_times.values())), 3),
         counts=counts,
     )
 

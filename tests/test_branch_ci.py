@@ -1,0 +1,272 @@
+"""Branch CI end to end in-process: real git branches, real dbt, the real DuckDB warehouse.
+
+All tests share the session's production build (``prod_env``); each pushes its own
+branch, so they never see each other's schemas.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from helpers import delete_branch, git, push_branch
+
+from defer_orchestration import constants as c
+from defer_orchestration.branch_build import worktrees_dir
+from defer_orchestration.lib import warehouse
+from defer_orchestration.lib.schema_names import branch_schema_name, quote_identifier
+from defer_orchestration.sensors import build_branch_teardown_sensor
+
+INT_MODEL = "dbt_project/models/intermediate/int_customers__order_history.sql"
+INT_DESCENDANTS = {"int_customers__order_history", "customers", "country_revenue", "monthly_cohorts"}
+
+
+def _run_branch(prod_env, branch: str, **config) -> dg.ExecuteInProcessResult:
+    job = prod_env.defs.resolve_job_def(c.BRANCH_CI_JOB)
+    return job.execute_in_process(
+        run_config={"ops": {"branch_build": {"config": {"branch": branch, **config}}}},
+        instance=prod_env.instance,
+        raise_on_error=False,
+    )
+
+
+def _output_metadata(result: dg.ExecuteInProcessResult) -> dict[str, object]:
+    for event in result.all_node_events:
+        if event.is_successful_output:
+            return {k: v.value for k, v in event.event_specific_data.metadata.items()}
+    return {}
+
+
+def _failure_message(result: dg.ExecuteInProcessResult) -> str:
+    failures = [e for e in result.all_node_events if e.is_step_failure]
+    assert failures, "expected the branch step to fail"
+    data = failures[0].event_specific_data
+    return (data.user_failure_data.description if data.user_failure_data else "") + str(data.error)
+
+
+def _branch_run_results(prod_env, result) -> dict:
+    path = prod_env.settings.run_dir(result.run_id) / "branch" / "target" / "run_results.json"
+    return json.loads(path.read_text())
+
+
+def _prod_fingerprint(prod_env) -> dict[str, tuple]:
+    with warehouse.connect(prod_env.settings.warehouse_path(), read_only=True) as conn:
+        return {
+            name: tuple(
+                conn.execute(
+                    f"select count(*), coalesce(sum(hash(t::varchar)::hugeint), 0) "
+                    f"from {quote_identifier('prod')}.{quote_identifier(name)} t"
+                ).fetchall()[0]
+            )
+            for name in warehouse.list_relations(conn, "prod")
+        }
+
+
+def _branch_relations(prod_env, schema: str) -> set[str]:
+    with warehouse.connect(prod_env.settings.warehouse_path(), read_only=True) as conn:
+        return set(warehouse.list_relations(conn, schema))
+
+
+def _latest_storage_ids(prod_env) -> dict[str, object]:
+    keys = prod_env.defs.get_repository_def().asset_graph.get_all_asset_keys()
+    ids = {}
+    for key in keys:
+        event = prod_env.instance.get_latest_materialization_event(key)
+        ids[key.to_user_string()] = (event.run_id, event.timestamp) if event else None
+    return ids
+
+
+def _no_leftover_worktrees(prod_env) -> bool:
+    root = worktrees_dir(prod_env.settings)
+    return not root.exists() or not any(root.iterdir())
+
+
+def test_changed_intermediate_model_builds_it_and_its_descendants_only(prod_env, tmp_path) -> None:
+    branch = "feature/int-change"
+    original = (prod_env.repo / INT_MODEL).read_text()
+    push_branch(prod_env.repo, branch, {INT_MODEL: original + "\n-- tuned\n"}, tmp_path)
+    prod_before = _prod_fingerprint(prod_env)
+    history_before = _latest_storage_ids(prod_env)
+
+    result = _run_branch(prod_env, branch)
+
+    assert result.success
+    schema = branch_schema_name(branch)
+    metadata = _output_metadata(result)
+    statuses = {uid: r["status"] for uid, r in
+                ((r["unique_id"], r) for r in _branch_run_results(prod_env, result)["results"])}
+    built_models = {uid.split(".")[-1] for uid in statuses if uid.startswith("model.")}
+    assert built_models == INT_DESCENDANTS
+    assert all(s in {"success", "pass"} for s in statuses.values())
+    # Every test run belongs to a built model (its own, or a relationships test reaching one).
+    tests = [uid for uid in statuses if uid.startswith("test.")]
+    assert tests and len(tests) == metadata["nodes/tests_passed"]
+    assert _branch_relations(prod_env, schema) == INT_DESCENDANTS
+    assert metadata["nodes/built"] == 4 and metadata["nodes/failed"] == 0
+    assert set(metadata["selected_nodes"]) == set(statuses)
+
+    # The compiled SQL reads unchanged parents from prod and changed ones from the branch.
+    compiled = {r["unique_id"]: r.get("compiled_code") or "" for r in
+                _branch_run_results(prod_env, result)["results"]}
+    customers = compiled["model.shop.customers"]
+    assert '"prod"."stg_raw__customers"' in customers
+    assert f'"{schema}"."int_customers__order_history"' in customers
+    history = compiled["model.shop.int_customers__order_history"]
+    assert '"prod"."int_orders__items_summed"' in history
+    deferred = metadata["deferred_parents"]
+    assert deferred["model.shop.stg_raw__customers"].endswith('"prod"."stg_raw__customers"')
+    assert metadata["prod_seconds_not_rebuilt"] > 0
+    assert metadata["manifest_version"]
+
+    # Production is untouched: same data, same materialization history, and the branch
+    # run itself recorded no asset event at all.
+    assert _prod_fingerprint(prod_env) == prod_before
+    assert _latest_storage_ids(prod_env) == history_before
+    kinds = {e.event_type_value for e in result.all_events}
+    assert not kinds & {"ASSET_MATERIALIZATION", "ASSET_OBSERVATION", "ASSET_CHECK_EVALUATION"}
+    assert _no_leftover_worktrees(prod_env)
+
+
+def test_new_model_is_built_alone(prod_env, tmp_path) -> None:
+    branch = "feature/new-model"
+    sql = "select customer_id, lifetime_spend from {{ ref('customers') }} where lifetime_spend > 0\n"
+    push_branch(prod_env.repo, branch, {"dbt_project/models/marts/big_spenders.sql": sql}, tmp_path)
+    result = _run_branch(prod_env, branch)
+    assert result.success
+    metadata = _output_metadata(result)
+    assert metadata["selected_nodes"] == ["model.shop.big_spenders"]
+    assert _branch_relations(prod_env, branch_schema_name(branch)) == {"big_spenders"}
+    assert metadata["deferred_parents"] == {
+        "model.shop.customers": '"warehouse"."prod"."customers"'
+    }
+
+
+def test_unchanged_branch_selects_nothing_and_succeeds(prod_env, tmp_path) -> None:
+    # Also an odd name: unicode and 300 characters long (split so no path part exceeds 255 bytes).
+    branch = "docs/" + "/".join(["ünïcödé-" + "x" * 60] * 4) + "/" + "y" * 19
+    assert len(branch) == 300
+    push_branch(prod_env.repo, branch, {"README.md": "docs only\n"}, tmp_path)
+    result = _run_branch(prod_env, branch)
+    assert result.success
+    metadata = _output_metadata(result)
+    assert metadata["nodes/selected"] == 0 and metadata["selected_nodes"] == []
+    assert "nothing selected" in metadata["summary"]
+    schema = branch_schema_name(branch)
+    assert len(schema) <= 63
+    assert _branch_relations(prod_env, schema) == set()
+
+
+def test_favor_state_reads_prod_even_when_the_branch_has_a_stale_copy(prod_env, tmp_path) -> None:
+    branch = "feature/favor-state"
+    customers = "dbt_project/models/marts/customers.sql"
+    push_branch(
+        prod_env.repo, branch,
+        {customers: (prod_env.repo / customers).read_text() + "\n-- touched\n"}, tmp_path,
+    )
+    schema = branch_schema_name(branch)
+    # A stale copy of an unselected parent lies in the branch schema (from an earlier run).
+    with warehouse.connect(prod_env.settings.warehouse_path()) as conn:
+        conn.execute(f"create schema if not exists {quote_identifier(schema)}")
+        conn.execute(
+            f"create table {quote_identifier(schema)}.int_customers__order_history as "
+            "select * from prod.int_customers__order_history limit 0"
+        )
+
+    def compiled_customers(result) -> str:
+        for r in _branch_run_results(prod_env, result)["results"]:
+            if r["unique_id"] == "model.shop.customers":
+                return r["compiled_code"]
+        raise AssertionError("customers was not built")
+
+    plain = _run_branch(prod_env, branch)
+    assert plain.success
+    # dbt's default: a parent that exists in the target schema is read from there.
+    assert f'"{schema}"."int_customers__order_history"' in compiled_customers(plain)
+
+    favored = _run_branch(prod_env, branch, favor_state=True)
+    assert favored.success
+    assert '"prod"."int_customers__order_history"' in compiled_customers(favored)
+    with warehouse.connect(prod_env.settings.warehouse_path(), read_only=True) as conn:
+        spend = "select sum(lifetime_spend) from {}.customers"
+        assert conn.execute(spend.format(quote_identifier(schema))).fetchall() == conn.execute(
+            spend.format("prod")
+        ).fetchall()
+
+
+def test_teardown_drops_exactly_the_deleted_branchs_schema(prod_env, tmp_path) -> None:
+    model = "dbt_project/models/marts/daily_revenue.sql"
+    text = (prod_env.repo / model).read_text()
+    keep, drop = "feature/keep-me", "feature/drop-me"
+    for branch in (keep, drop):
+        push_branch(prod_env.repo, branch, {model: text + f"\n-- {branch}\n"}, tmp_path)
+        assert _run_branch(prod_env, branch).success
+    resources = prod_env.defs.resources
+    sensor = build_branch_teardown_sensor()
+    seen = sensor.evaluate_tick(
+        dg.build_sensor_context(instance=prod_env.instance, cursor=None, resources=resources)
+    )
+    delete_branch(prod_env.repo, drop)
+    tick = sensor.evaluate_tick(
+        dg.build_sensor_context(instance=prod_env.instance, cursor=seen.cursor, resources=resources)
+    )
+    assert [r.run_config["ops"]["branch_teardown"]["config"]["branches"] for r in tick.run_requests] == [[drop]]
+    teardown = prod_env.defs.resolve_job_def(c.BRANCH_TEARDOWN_JOB).execute_in_process(
+        run_config=tick.run_requests[0].run_config, instance=prod_env.instance
+    )
+    assert teardown.success
+    with warehouse.connect(prod_env.settings.warehouse_path(), read_only=True) as conn:
+        schemas = set(warehouse.list_schemas(conn))
+    assert branch_schema_name(drop) not in schemas
+    assert {branch_schema_name(keep), "prod", "raw"} <= schemas
+
+
+@pytest.mark.parametrize(
+    "branch",
+    ["x'; drop schema prod; --", "does-not-exist"],
+)
+def test_unknown_or_hostile_branch_fails_cleanly(prod_env, branch) -> None:
+    prod_before = _prod_fingerprint(prod_env)
+    result = _run_branch(prod_env, branch)
+    assert not result.success
+    assert "not found" in _failure_message(result)
+    assert _prod_fingerprint(prod_env) == prod_before
+    assert _no_leftover_worktrees(prod_env)
+
+
+def test_branch_that_does_not_parse_fails_with_dbts_message(prod_env, tmp_path) -> None:
+    branch = "feature/broken-yaml"
+    push_branch(prod_env.repo, branch, {"dbt_project/dbt_project.yml": "name: [unclosed\n"}, tmp_path)
+    result = _run_branch(prod_env, branch)
+    assert not result.success
+    message = _failure_message(result)
+    assert "does not parse" in message and "push again" in message
+    assert _no_leftover_worktrees(prod_env)
+
+
+def test_compile_error_in_a_branch_model_fails_cleanly(prod_env, tmp_path) -> None:
+    branch = "feature/compile-error"
+    bad = "select * from {{ ref('no_such_model') }}\n"
+    push_branch(prod_env.repo, branch, {"dbt_project/models/marts/broken.sql": bad}, tmp_path)
+    prod_before = _prod_fingerprint(prod_env)
+    result = _run_branch(prod_env, branch)
+    assert not result.success
+    assert "no_such_model" in _failure_message(result)
+    assert _prod_fingerprint(prod_env) == prod_before
+    assert _no_leftover_worktrees(prod_env)
+
+
+def test_missing_manifest_fails_unless_full_build_is_asked_for(prod_env, tmp_path) -> None:
+    with dg.instance_for_test() as empty_instance:
+        job = prod_env.defs.resolve_job_def(c.BRANCH_CI_JOB)
+        config = {"branch": "feature/int-change"}
+        result = job.execute_in_process(
+            run_config={"ops": {"branch_build": {"config": config}}},
+            instance=empty_instance,
+            raise_on_error=False,
+        )
+        assert not result.success
+        assert "no successful production build has published a manifest yet" in _failure_message(result)
+    assert _no_leftover_worktrees(prod_env)
