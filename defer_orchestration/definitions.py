@@ -9,9 +9,11 @@ so importing this module reads no environment and runs no dbt; Dagster's loader 
 from __future__ import annotations
 
 import functools
+import os
 
 import dagster as dg
 
+from defer_orchestration import constants as c
 from defer_orchestration.assets.prod_dbt import build_prod_dbt_assets
 from defer_orchestration.assets.prod_manifest import build_prod_manifest_asset
 from defer_orchestration.assets.raw_data import raw_tables
@@ -40,11 +42,12 @@ def build_definitions(
     runtime_settings = settings if settings is not None else settings_from_env()
     load_settings = settings if settings is not None else settings_from_env(resolve=True)
     prod_dbt = build_prod_dbt_assets(prepare_manifest(load_settings))
+    interval = int(os.environ.get(c.ENV_SENSOR_INTERVAL_S) or c.DEFAULT_SENSOR_INTERVAL_S)
     return dg.Definitions(
         assets=[raw_tables, prod_dbt, build_prod_manifest_asset(prod_dbt)],
         jobs=[prod_build_job, branch_ci_job, branch_teardown_job],
         schedules=[build_prod_build_schedule(prod_cron), build_branch_schema_ttl_schedule()],
-        sensors=[build_branch_ci_sensor(), build_branch_teardown_sensor()],
+        sensors=[build_branch_ci_sensor(interval), build_branch_teardown_sensor(interval)],
         resources={
             "settings": runtime_settings,
             "branch_settings": branch_settings or branch_settings_from_env(),

@@ -10,11 +10,13 @@ import time
 from enum import Enum
 
 import dagster as dg
+from pydantic import Field
 
 from defer_orchestration import constants as c
 from defer_orchestration.branch_build import (
     BranchBuildReport,
     BranchBuildRequest,
+    branch_run_dir,
     remove_branch_worktrees,
     run_branch_build,
 )
@@ -23,7 +25,11 @@ from defer_orchestration.lib.branch_summary import to_markdown
 from defer_orchestration.lib.dbt_args import DEFAULT_BRANCH_SELECT
 from defer_orchestration.lib.errors import DeferOrchestrationError, NoManifestPublishedError
 from defer_orchestration.lib.schema_names import branch_schema_name, guard_branch_schema
-from defer_orchestration.manifest_resolution import PublishedManifest, latest_published_manifest
+from defer_orchestration.manifest_resolution import (
+    PublishedManifest,
+    latest_published_manifest,
+    published_for_commit,
+)
 from defer_orchestration.resources import BranchCiSettings, DeferOrchSettings
 
 prod_build_job = dg.define_asset_job(
@@ -41,16 +47,55 @@ class OnMissingState(Enum):
     full_build = "full_build"
 
 
+class OnStaleState(Enum):
+    """What a branch build does when the production manifest is older than allowed."""
+
+    warn = "warn"
+    fail = "fail"
+
+
 class BranchCiConfig(dg.Config):
     """Launchpad config of ``branch_ci_job``."""
 
-    branch: str
-    sha: str = ""  # empty: the branch's current head
-    select: str = DEFAULT_BRANCH_SELECT
-    exclude: str = ""
-    favor_state: bool = False
-    full_refresh: bool = False
-    on_missing_state: OnMissingState = OnMissingState.fail
+    branch: str = Field(description="The branch to build (required).")
+    sha: str = Field(default="", description="Commit to build; empty means the branch head.")
+    select: str = Field(default=DEFAULT_BRANCH_SELECT, description="dbt --select.")
+    exclude: str = Field(default="", description="dbt --exclude.")
+    favor_state: bool = Field(
+        default=False, description="Read unselected parents from prod even if the branch has a copy."
+    )
+    full_refresh: bool = Field(default=False, description="dbt --full-refresh.")
+    on_missing_state: OnMissingState = Field(
+        default=OnMissingState.fail,
+        description="No production manifest published yet: fail, or build everything.",
+    )
+    compare_to_merge_base: bool = Field(
+        default=True,
+        description="Select against the state of the branch's merge-base with main (so a "
+        "branch behind main does not rebuild what main changed); defer to the latest prod.",
+    )
+    max_state_age_hours: float = Field(
+        default=24.0, description="A production manifest older than this is stale."
+    )
+    on_stale_state: OnStaleState = Field(default=OnStaleState.warn, description="warn or fail.")
+    retry_of_run_id: str = Field(
+        default="",
+        description="Re-run only the failed and skipped nodes of that branch run, deferring "
+        "exactly as it did. (Re-executing a failed run from the UI does this by itself.)",
+    )
+    clone_incremental: bool = Field(
+        default=True,
+        description="Start selected incremental models from a copy of their production "
+        "table, so the branch exercises the incremental path.",
+    )
+
+
+def _retry_parent(context: dg.OpExecutionContext, settings: DeferOrchSettings) -> str:
+    """The run this one re-executes, when that run's dbt build left results to retry."""
+    parent = context.dagster_run.parent_run_id
+    if parent and (branch_run_dir(settings, parent) / "target" / "run_results.json").is_file():
+        return parent
+    return ""
 
 
 def _resolve_state(
@@ -69,7 +114,8 @@ def report_metadata(report: BranchBuildReport) -> dict[str, dg.MetadataValue]:
     summary = report.summary
     counts = summary.counts
     saved = summary.prod_seconds_not_rebuilt
-    headline = (
+    warning_lines = "".join(f"⚠️ **{w}**\n\n" for w in report.warnings)
+    headline = warning_lines + (
         f"**{report.branch}** @ `{report.sha[:12]}` → schema `{report.schema}`: "
         f"{counts.get('selected', 0)} selected, {counts.get('built', 0)} built, "
         f"{counts.get('tests_passed', 0)} tests passed, {counts.get('failed', 0)} failed, "
@@ -81,6 +127,8 @@ def report_metadata(report: BranchBuildReport) -> dict[str, dg.MetadataValue]:
         "sha": dg.MetadataValue.text(report.sha),
         "schema": dg.MetadataValue.text(report.schema),
         "state": dg.MetadataValue.text(report.state_note),
+        "warnings": dg.MetadataValue.json(report.warnings),
+        "cloned_incremental_rows": dg.MetadataValue.json(report.cloned),
         "selected_nodes": dg.MetadataValue.json(list(summary.selected)),
         "deferred_parents": dg.MetadataValue.json(
             {p.unique_id: p.prod_relation for p in summary.deferred}
@@ -108,7 +156,8 @@ def branch_build(
 ):
     """Slim-build one branch commit into its own schema, deferring to the latest prod manifest."""
     try:
-        published = _resolve_state(context.instance, config.on_missing_state)
+        retry_of = config.retry_of_run_id or _retry_parent(context, settings)
+        published = None if retry_of else _resolve_state(context.instance, config.on_missing_state)
         report = run_branch_build(
             BranchBuildRequest(
                 branch=config.branch,
@@ -117,12 +166,18 @@ def branch_build(
                 exclude=config.exclude,
                 favor_state=config.favor_state,
                 full_refresh=config.full_refresh,
+                compare_to_merge_base=config.compare_to_merge_base,
+                max_state_age_hours=config.max_state_age_hours,
+                fail_on_stale_state=config.on_stale_state is OnStaleState.fail,
+                clone_incremental=config.clone_incremental,
+                retry_of_run_id=retry_of,
             ),
             settings=settings,
             branch_settings=branch_settings,
             published=published,
             run_id=context.run_id,
             log=context.log,
+            published_for_commit=lambda sha: published_for_commit(context.instance, sha),
         )
     except DeferOrchestrationError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from exc

@@ -15,7 +15,11 @@ from typing import Any
 import dagster as dg
 
 from defer_orchestration import constants as c
-from defer_orchestration.lib.errors import ManifestArtifactMissingError, NoManifestPublishedError
+from defer_orchestration.lib.errors import (
+    ManifestArtifactMissingError,
+    ManifestError,
+    NoManifestPublishedError,
+)
 from defer_orchestration.lib.manifest_store import ManifestStore
 
 
@@ -51,6 +55,32 @@ def latest_published_manifest(instance: dg.DagsterInstance) -> PublishedManifest
             "no successful production build has published a manifest yet: run "
             f"{c.PROD_BUILD_JOB} (from the Dagster UI or `make demo`) and retry."
         )
+    return _verified(event)
+
+
+def published_for_commit(
+    instance: dg.DagsterInstance, git_sha: str, *, search_limit: int = 200
+) -> PublishedManifest | None:
+    """The newest intact published manifest built from ``git_sha`` (clean tree), if any.
+
+    Used to compare a branch against the production state of its merge-base; a damaged
+    artifact here is not an error (the caller parses the commit instead).
+    """
+    records = instance.fetch_materializations(
+        dg.AssetKey(c.PROD_MANIFEST_ASSET), limit=search_limit
+    ).records
+    for record in records:
+        entry = record.event_log_entry
+        metadata = dict(entry.asset_materialization.metadata)
+        if _value(metadata, "git_sha") == git_sha and not _value(metadata, "git_dirty"):
+            try:
+                return _verified(entry)
+            except ManifestError:
+                continue
+    return None
+
+
+def _verified(event: Any) -> PublishedManifest:
     metadata = dict(event.asset_materialization.metadata)
     store_path = _value(metadata, "store_path")
     manifest_sha = _value(metadata, "sha256")

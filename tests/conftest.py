@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,10 +35,9 @@ class ProdEnv:
     repo_head: str
 
 
-@pytest.fixture(scope="session")
-def prod_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProdEnv]:
-    """Build production once per session: raw tables, dbt build into ``prod``, prod_manifest."""
-    root = tmp_path_factory.mktemp("prod_env")
+@contextmanager
+def built_prod_env(root: Path) -> Iterator[ProdEnv]:
+    """A git repo holding the bundled project, production built from its main, an instance."""
     repo = repo_with_bundled_project(root / "repo")
     settings = DeferOrchSettings(home=str(root / "home"), dbt_project_dir=str(repo / "dbt_project"))
     (root / "dagster_home").mkdir()
@@ -46,3 +46,14 @@ def prod_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProdEnv]:
         result = defs.resolve_job_def(c.PROD_BUILD_JOB).execute_in_process(instance=instance)
         assert result.success, "the session's production build failed; see the captured logs"
         yield ProdEnv(root, repo, settings, instance, defs, result, git(repo, "rev-parse", "HEAD"))
+
+
+@pytest.fixture(scope="session")
+def prod_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProdEnv]:
+    """Build production once per session: raw tables, dbt build into ``prod``, prod_manifest.
+
+    Tests must not change it (no commits on main, no writes to prod): tests that need
+    to move production use their own ``built_prod_env``.
+    """
+    with built_prod_env(tmp_path_factory.mktemp("prod_env")) as env:
+        yield env

@@ -149,3 +149,21 @@ def registered_branch_schemas(conn: duckdb.DuckDBPyConnection) -> dict[str, tupl
 def forget_branch_schema(conn: duckdb.DuckDBPyConnection, schema: str) -> None:
     """Remove ``schema`` from the registry (after dropping it)."""
     conn.execute(f"delete from {_registry(conn)} where schema_name = ?", [schema])
+
+
+def copy_table(
+    conn: duckdb.DuckDBPyConnection, source: tuple[str, str], target: tuple[str, str]
+) -> int:
+    """Copy a production table into a branch schema as a real table; return its row count.
+
+    Used to start a branch's incremental models from production's data. dbt's own
+    ``clone`` cannot do this on DuckDB: without zero-copy clones it creates *views*,
+    which dbt's incremental materialization then rebuilds from scratch.
+    """
+    schema, name = target
+    guard_branch_schema(schema)
+    src = f"{quote_identifier(source[0])}.{quote_identifier(source[1])}"
+    dst = f"{quote_identifier(schema)}.{quote_identifier(name)}"
+    conn.execute(f"create schema if not exists {quote_identifier(schema)}")
+    conn.execute(f"create or replace table {dst} as select * from {src}")
+    return row_count(conn, schema, name)

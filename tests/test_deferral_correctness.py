@@ -1,0 +1,240 @@
+"""Deferral that stays correct where plain dbt goes wrong (merge-base selection, pre-flight,
+stale state, incremental models, retry).
+
+These tests move production (new commits on main, a second production build), so they
+use their own environment rather than the session's shared ``prod_env``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from conftest import ProdEnv, built_prod_env
+from helpers import commit_all, git, push_branch
+
+from defer_orchestration import constants as c
+from defer_orchestration.branch_build import (
+    BranchBuildRequest,
+    choose_comparison,
+    mirror_dir,
+    parse_commit_manifest,
+    worktrees_dir,
+)
+from defer_orchestration.lib import dbt_args, git as gitlib, warehouse
+from defer_orchestration.lib.dbt_args import StateArgs
+from defer_orchestration.lib.dbt_cli import DbtPaths, run_dbt
+from defer_orchestration.lib.schema_names import branch_schema_name
+from defer_orchestration.manifest_resolution import latest_published_manifest
+
+X = "dbt_project/models/intermediate/int_orders__items_summed.sql"  # changed on main
+Y = "dbt_project/models/intermediate/int_customers__order_history.sql"  # changed on the branch
+Y_FAMILY = {"int_customers__order_history", "customers", "country_revenue", "monthly_cohorts"}
+
+
+@pytest.fixture(scope="module")
+def moved(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ProdEnv, str]]:
+    """Production built at A; branch forks at A and changes Y; main then changes X at B
+    and production rebuilds at B. Yields the env and the branch name."""
+    root = tmp_path_factory.mktemp("moved")
+    with built_prod_env(root) as env:
+        branch = "feature/behind-main"
+        push_branch(env.repo, branch, {Y: (env.repo / Y).read_text() + "\n-- branch change\n"}, root)
+        (env.repo / X).write_text((env.repo / X).read_text() + "\n-- main moved on\n")
+        commit_all(env.repo, "main changes X")
+        env.defs = _reload(env)
+        rebuilt = env.defs.resolve_job_def(c.PROD_BUILD_JOB).execute_in_process(instance=env.instance)
+        assert rebuilt.success
+        yield env, branch
+
+
+def _reload(env: ProdEnv) -> dg.Definitions:
+    from defer_orchestration.definitions import build_definitions
+
+    return build_definitions(env.settings)
+
+
+def _run(env: ProdEnv, branch: str, **config) -> dg.ExecuteInProcessResult:
+    return env.defs.resolve_job_def(c.BRANCH_CI_JOB).execute_in_process(
+        run_config={"ops": {"branch_build": {"config": {"branch": branch, **config}}}},
+        instance=env.instance,
+        raise_on_error=False,
+    )
+
+
+def _metadata(result) -> dict:
+    for event in result.all_node_events:
+        if event.is_successful_output:
+            return {k: v.value for k, v in event.event_specific_data.metadata.items()}
+        if event.is_step_failure and event.event_specific_data.user_failure_data:
+            data = event.event_specific_data.user_failure_data
+            return {"__failure__": data.description, **{k: v.value for k, v in data.metadata.items()}}
+    return {}
+
+
+def _results(env: ProdEnv, result) -> dict[str, dict]:
+    path = env.settings.run_dir(result.run_id) / "branch" / "target" / "run_results.json"
+    return {r["unique_id"]: r for r in json.loads(path.read_text())["results"]}
+
+
+def test_branch_behind_main_builds_only_its_own_change(moved, tmp_path) -> None:
+    env, branch = moved
+    result = _run(env, branch)
+    assert result.success, _metadata(result)
+    metadata = _metadata(result)
+    results = _results(env, result)
+    built = {uid.split(".")[-1] for uid in results if uid.startswith("model.")}
+    assert built == Y_FAMILY  # never X, the model main changed
+    compiled_y = results["model.shop.int_customers__order_history"]["compiled_code"]
+    assert '"prod"."int_orders__items_summed"' in compiled_y  # Y reads X from prod
+    assert "merge-base" in metadata["state"] and "built from merge-base" in metadata["state"]
+
+    # The naive comparison (against the latest production manifest) would select X too.
+    latest = latest_published_manifest(env.instance)
+    clone = tmp_path / "naive"
+    git(env.repo, "worktree", "add", "-q", "--detach", str(clone), branch)
+    try:
+        profiles = env.settings.write_profiles(
+            tmp_path / "profiles", {c.BRANCH_TARGET: "br_naive_0123456789"}, c.BRANCH_TARGET
+        )
+        naive = run_dbt(
+            dbt_args.ls_args("state:modified+", "", StateArgs(latest.path, latest.path)),
+            DbtPaths(clone / "dbt_project", profiles, tmp_path / "t", tmp_path / "l"),
+            target=c.BRANCH_TARGET,
+        )
+    finally:
+        git(env.repo, "worktree", "remove", "--force", str(clone))
+    naive_selected = {o["unique_id"] for o in dbt_args.parse_ls_output(naive.output.splitlines())}
+    assert "model.shop.int_orders__items_summed" in naive_selected
+
+
+def test_merge_base_without_a_production_build_is_parsed_once_and_cached(moved) -> None:
+    env, branch = moved
+    settings = env.settings
+    branch_settings = env.defs.resources["branch_settings"]
+    repo = branch_settings.repo(settings)
+    mirror = gitlib.ensure_mirror(repo, mirror_dir(settings, repo))
+    sha = gitlib.resolve_commit(mirror, f"refs/heads/{branch}")
+    comparison = choose_comparison(
+        BranchBuildRequest(branch=branch),
+        published=latest_published_manifest(env.instance),
+        mirror=mirror,
+        sha=sha,
+        settings=settings,
+        branch_settings=branch_settings,
+        published_for_commit=lambda _sha: None,  # pretend production never built the merge-base
+    )
+    assert "parse of merge-base" in comparison.note
+    assert (comparison.path / "manifest.json").is_file()
+    cached = comparison.path / "manifest.json"
+    mtime = cached.stat().st_mtime
+    again = parse_commit_manifest(settings, branch_settings, mirror, comparison.merge_base)
+    assert again == comparison.path and cached.stat().st_mtime == mtime  # no second parse
+    assert not any(worktrees_dir(settings).glob("state-*"))
+
+
+def test_preflight_fails_before_building_when_a_deferred_relation_is_missing(moved, tmp_path) -> None:
+    env, _ = moved
+    branch = "feature/needs-countries"
+    customers = "dbt_project/models/marts/customers.sql"
+    push_branch(env.repo, branch, {customers: (env.repo / customers).read_text() + "\n-- x\n"}, tmp_path)
+    with warehouse.connect(env.settings.warehouse_path()) as conn:
+        conn.execute("alter table prod.country_codes rename to country_codes_moved_away")
+    try:
+        result = _run(env, branch)
+    finally:
+        with warehouse.connect(env.settings.warehouse_path()) as conn:
+            conn.execute("alter table prod.country_codes_moved_away rename to country_codes")
+    assert not result.success
+    message = _metadata(result)["__failure__"]
+    assert "pre-flight failed" in message and "prod.country_codes" in message
+    assert "dropped or renamed" in message and "nothing was built" in message
+    with warehouse.connect(env.settings.warehouse_path(), read_only=True) as conn:
+        assert warehouse.list_relations(conn, branch_schema_name(branch)) == {}
+
+
+def test_stale_state_warns_or_fails(moved, tmp_path) -> None:
+    env, _ = moved
+    branch = "docs/stale-check"
+    push_branch(env.repo, branch, {"README.md": "docs\n"}, tmp_path)
+    failed = _run(env, branch, max_state_age_hours=0.0, on_stale_state="fail")
+    assert not failed.success
+    assert "STALE STATE" in _metadata(failed)["__failure__"]
+    warned = _run(env, branch, max_state_age_hours=0.0)
+    assert warned.success
+    metadata = _metadata(warned)
+    assert any(w.startswith("STALE STATE") for w in metadata["warnings"])
+    assert "STALE STATE" in metadata["summary"].splitlines()[0]
+    # The bundled project with an unchanged branch selects nothing: no false positives
+    # from our generated profiles or targets.
+    assert metadata["nodes/selected"] == 0
+
+
+def test_incremental_model_is_cloned_then_built_incrementally(moved, tmp_path) -> None:
+    env, _ = moved
+    branch = "feature/incremental"
+    model = "dbt_project/models/marts/fct_order_events.sql"
+    push_branch(env.repo, branch, {model: (env.repo / model).read_text() + "\n-- tweak\n"}, tmp_path)
+    with warehouse.connect(env.settings.warehouse_path()) as conn:
+        # A row only production has (outside the reprocessed window) and a new raw event.
+        conn.execute(
+            "insert into prod.fct_order_events select * replace (-1 as event_id) "
+            "from prod.fct_order_events order by event_at limit 1"
+        )
+        conn.execute(
+            "create temp table newest as select * from raw.order_events order by occurred_at desc limit 1"
+        )
+        new_id = conn.execute("select max(id) + 1000000 from raw.order_events").fetchall()[0][0]
+        conn.execute(f"update newest set id = {new_id}, occurred_at = occurred_at + interval 1 hour")
+        conn.execute("insert into raw.order_events select * from newest")
+        prod_rows = warehouse.row_count(conn, "prod", "fct_order_events")
+    try:
+        result = _run(env, branch)
+        assert result.success, _metadata(result)
+        metadata = _metadata(result)
+        schema = branch_schema_name(branch)
+        assert metadata["cloned_incremental_rows"] == {"model.shop.fct_order_events": prod_rows}
+        with warehouse.connect(env.settings.warehouse_path(), read_only=True) as conn:
+            ids = {r[0] for r in conn.execute(f'select event_id from "{schema}".fct_order_events').fetchall()}
+            count = warehouse.row_count(conn, schema, "fct_order_events")
+        assert -1 in ids  # kept from before the clone: not rebuilt from scratch
+        assert new_id in ids  # merged by the incremental run
+        assert count == prod_rows + 1
+        compiled = _results(env, result)["model.shop.fct_order_events"]["compiled_code"]
+        assert f'"{schema}"."fct_order_events"' in compiled  # the is_incremental() branch ran
+    finally:
+        with warehouse.connect(env.settings.warehouse_path()) as conn:
+            conn.execute("delete from prod.fct_order_events where event_id = -1")
+            conn.execute(f"delete from raw.order_events where id = {new_id}")
+
+
+def test_retry_reruns_only_failed_and_skipped_nodes(moved, tmp_path) -> None:
+    env, _ = moved
+    branch = "feature/flaky"
+    files = {
+        "dbt_project/models/marts/flag_check.sql": "select * from raw.release_flags\n",
+        "dbt_project/models/marts/flag_summary.sql": "select count(*) as n from {{ ref('flag_check') }}\n",
+        "dbt_project/models/marts/big_orders.sql": "select * from {{ ref('orders') }} where order_total > 100\n",
+    }
+    push_branch(env.repo, branch, files, tmp_path)
+    first = _run(env, branch)
+    assert not first.success  # raw.release_flags does not exist yet
+    statuses = {uid: r["status"] for uid, r in _results(env, first).items()}
+    assert statuses["model.shop.flag_check"] == "error"
+    assert statuses["model.shop.flag_summary"] == "skipped"
+    assert statuses["model.shop.big_orders"] == "success"
+    with warehouse.connect(env.settings.warehouse_path()) as conn:
+        conn.execute("create table raw.release_flags as select 1 as flag")
+    try:
+        retry = _run(env, branch, retry_of_run_id=first.run_id)
+    finally:
+        with warehouse.connect(env.settings.warehouse_path()) as conn:
+            conn.execute("drop table raw.release_flags")
+    assert retry.success, _metadata(retry)
+    rerun = {uid.split(".")[-1] for uid in _results(env, retry) if uid.startswith("model.")}
+    assert rerun == {"flag_check", "flag_summary"}
+    assert "retry of run" in _metadata(retry)["state"]
