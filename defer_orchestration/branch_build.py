@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from defer_orchestration import constants as c
-from defer_orchestration.lib import dbt_args, dbt_artifacts, git, warehouse
+from defer_orchestration.lib import data_diff, dbt_args, dbt_artifacts, git, warehouse
 from defer_orchestration.lib.branch_summary import BranchBuildSummary, deferred_parents, summarize
+from defer_orchestration.lib.data_diff import DiffSettings, ModelDiff
 from defer_orchestration.lib.dbt_args import StateArgs
 from defer_orchestration.lib.dbt_cli import DbtPaths, DbtRun, run_dbt
 from defer_orchestration.lib.errors import (
@@ -71,6 +72,7 @@ class BranchBuildRequest:
     fail_on_stale_state: bool = False
     clone_incremental: bool = True
     retry_of_run_id: str = ""  # re-run only what failed or was skipped in that run
+    diff: DiffSettings = field(default_factory=DiffSettings)
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,8 @@ class BranchBuildReport:
     state_note: str
     warnings: list[str] = field(default_factory=list)
     cloned: dict[str, int] = field(default_factory=dict)
+    diffs: list[ModelDiff] | None = None  # None: diff off or nothing built
+    diff_error: str | None = None
     selected_preview: list[str] = field(default_factory=list)
     ls_seconds: float = 0.0
     build_seconds: float = 0.0
@@ -312,6 +316,7 @@ def run_branch_build(
             prod_manifest=prod_manifest,
             prod_run_results=prod_results,
         )
+        diffs, diff_error = _impact(settings, request.diff, summary, branch_manifest, prod_manifest)
     shutil.rmtree(run_dir / "profiles", ignore_errors=True)
     return BranchBuildReport(
         branch=request.branch,
@@ -322,12 +327,35 @@ def run_branch_build(
         state_note=state_note,
         warnings=warnings,
         cloned=cloned,
+        diffs=diffs,
+        diff_error=diff_error,
         selected_preview=list(preview.selected),
         ls_seconds=preview.run.seconds,
         build_seconds=build.seconds if build else 0.0,
         wall_seconds=time.monotonic() - started,
         dbt_output_tail=build.tail(40) if build else "",
     )
+
+
+def _impact(
+    settings: DeferOrchSettings,
+    diff_settings: DiffSettings,
+    summary: BranchBuildSummary,
+    branch_manifest: dict,
+    prod_manifest: dict,
+) -> tuple[list[ModelDiff] | None, str | None]:
+    """Branch-vs-production diff of every model built; its failure never fails the run."""
+    built = [uid for uid, status in summary.statuses.items() if status == "success"]
+    if not diff_settings.enabled or not built:
+        return None, None
+    try:
+        with warehouse.connect(
+            settings.warehouse_path(), lock_timeout_s=settings.warehouse_lock_timeout_s
+        ) as conn:
+            models = data_diff.models_to_diff(built, branch_manifest, prod_manifest)
+            return data_diff.diff_models(conn, models, diff_settings), None
+    except Exception as exc:  # the report is advisory: a broken diff must not fail CI
+        return None, f"data diff failed: {type(exc).__name__}: {exc}"
 
 
 def _branch_paths(

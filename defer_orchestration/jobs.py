@@ -20,7 +20,8 @@ from defer_orchestration.branch_build import (
     remove_branch_worktrees,
     run_branch_build,
 )
-from defer_orchestration.lib import warehouse
+from defer_orchestration.lib import data_diff, warehouse
+from defer_orchestration.lib.data_diff import DiffSettings
 from defer_orchestration.lib.branch_summary import to_markdown
 from defer_orchestration.lib.dbt_args import DEFAULT_BRANCH_SELECT
 from defer_orchestration.lib.errors import DeferOrchestrationError, NoManifestPublishedError
@@ -83,6 +84,15 @@ class BranchCiConfig(dg.Config):
         description="Re-run only the failed and skipped nodes of that branch run, deferring "
         "exactly as it did. (Re-executing a failed run from the UI does this by itself.)",
     )
+    data_diff: bool = Field(
+        default=True, description="Compare every built model with its production relation."
+    )
+    diff_sample_size: int = Field(default=5, description="Sample keys per kind of difference.")
+    diff_max_rows: int = Field(
+        default=1_000_000,
+        description="Above this many rows (either side) the key-level diff is skipped and "
+        "reported as such; row counts and schema diffs still run.",
+    )
     clone_incremental: bool = Field(
         default=True,
         description="Start selected incremental models from a copy of their production "
@@ -121,8 +131,13 @@ def report_metadata(report: BranchBuildReport) -> dict[str, dg.MetadataValue]:
         f"{counts.get('tests_passed', 0)} tests passed, {counts.get('failed', 0)} failed, "
         f"{counts.get('deferred', 0)} parents deferred to prod; {report.state_note}."
     )
+    impact_line = ""
+    if report.diffs is not None:
+        impact_line = f"\n\n**Impact vs prod:** {data_diff.headline(report.diffs)}"
+    elif report.diff_error:
+        impact_line = f"\n\n**Impact vs prod:** {report.diff_error}"
     metadata: dict[str, dg.MetadataValue] = {
-        "summary": dg.MetadataValue.md(to_markdown(summary, headline=headline)),
+        "summary": dg.MetadataValue.md(to_markdown(summary, headline=headline + impact_line)),
         "branch": dg.MetadataValue.text(report.branch),
         "sha": dg.MetadataValue.text(report.sha),
         "schema": dg.MetadataValue.text(report.schema),
@@ -140,6 +155,15 @@ def report_metadata(report: BranchBuildReport) -> dict[str, dg.MetadataValue]:
         "prod_seconds_total": dg.MetadataValue.float(summary.prod_seconds_total),
         **{f"nodes/{k}": dg.MetadataValue.int(v) for k, v in counts.items()},
     }
+    if report.diffs is not None:
+        metadata["impact"] = dg.MetadataValue.md(data_diff.to_markdown(report.diffs))
+        metadata["impact_headline"] = dg.MetadataValue.text(data_diff.headline(report.diffs))
+        for key, value in data_diff.to_metadata_numbers(report.diffs).items():
+            metadata[key] = (
+                dg.MetadataValue.int(value) if isinstance(value, int) else dg.MetadataValue.float(float(value))
+            )
+    elif report.diff_error:
+        metadata["impact_headline"] = dg.MetadataValue.text(report.diff_error)
     if report.manifest is not None:
         metadata["manifest_version"] = dg.MetadataValue.text(report.manifest.version)
         metadata["manifest_sha256"] = dg.MetadataValue.text(report.manifest.manifest_sha256)
@@ -171,6 +195,11 @@ def branch_build(
                 fail_on_stale_state=config.on_stale_state is OnStaleState.fail,
                 clone_incremental=config.clone_incremental,
                 retry_of_run_id=retry_of,
+                diff=DiffSettings(
+                    enabled=config.data_diff,
+                    sample_size=config.diff_sample_size,
+                    key_diff_max_rows=config.diff_max_rows,
+                ),
             ),
             settings=settings,
             branch_settings=branch_settings,

@@ -270,3 +270,33 @@ def test_missing_manifest_fails_unless_full_build_is_asked_for(prod_env, tmp_pat
         assert not result.success
         assert "no successful production build has published a manifest yet" in _failure_message(result)
     assert _no_leftover_worktrees(prod_env)
+
+
+def test_branch_run_reports_its_impact_on_the_data(prod_env, tmp_path) -> None:
+    branch = "feature/vip-customers"
+    model = "dbt_project/models/marts/customers.sql"
+    text = (prod_env.repo / model).read_text()
+    changed = text.replace(
+        "select * from final",
+        "select * replace (case when customer_id <= 10 then lifetime_spend + 1 "
+        "else lifetime_spend end as lifetime_spend), true as is_vip from final",
+    )
+    assert changed != text
+    push_branch(prod_env.repo, branch, {model: changed}, tmp_path)
+    result = _run_branch(prod_env, branch)
+    assert result.success, _failure_message(result)[:3000]
+    metadata = _output_metadata(result)
+    # Exactly known effects on customers: lifetime_spend of customer_id 1..10 changed,
+    # one column added, no row gained or lost.
+    assert metadata["diff/customers/changed_rows"] == 10
+    assert metadata["diff/customers/unchanged_rows"] == 990
+    assert metadata["diff/customers/only_in_prod"] == 0
+    assert metadata["diff/customers/only_in_branch"] == 0
+    assert metadata["diff/customers/columns_added"] == 1
+    assert metadata["diff/customers/row_delta"] == 0
+    assert "lifetime_spend" in metadata["impact"]
+    assert "`is_vip`" in metadata["impact"] or "is_vip" in metadata["impact"]
+    for key in ("1", "2", "3", "4", "5"):
+        assert key in metadata["impact"]
+    assert "customers" in metadata["impact_headline"]
+    assert "Impact vs prod" in metadata["summary"]

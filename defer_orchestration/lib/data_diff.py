@@ -331,13 +331,13 @@ def _diff_one(
     reason = f"{largest:,} rows exceed key_diff_max_rows={limit:,}" if largest > limit else None
     if key is None:
         reason = "no key known (add meta: {primary_key: <column>} or a unique test on one column)"
+    elif key not in prod_cols and key not in branch_cols:
+        raise _ModelError(f"key column {key!r} does not exist; key-level diff skipped")
+    elif key not in prod_cols or key not in branch_cols:  # a schema change: visible is True
+        reason = f"key column {key!r} exists only in {'branch' if key in branch_cols else 'prod'}"
     if reason:
         acc["key_diff_skipped_reason"] = reason
         return ("changed" if visible else "no_key" if key is None else "key_diff_skipped"), None
-    for side, cols in (("prod", prod_cols), ("branch", branch_cols)):
-        if key not in cols:
-            missing = f"key column {key!r} does not exist in {side}"
-            raise _ModelError(f"{missing}; key-level diff skipped")
     problems = _key_problems(conn, model.prod_relation, "prod", str(key))  # type: ignore[arg-type]
     problems += _key_problems(conn, model.branch_relation, "branch", str(key))
     if problems:
@@ -394,10 +394,9 @@ def _summary(d: ModelDiff) -> str:
     bits = [f"{d.row_delta:+,} rows"] if d.row_delta else []
     if not d.row_delta and (d.only_in_prod or d.only_in_branch):
         bits.append(f"{d.only_in_prod:,} keys removed, {d.only_in_branch:,} added")
-    for cols, what in ((d.columns_added, "added"), (d.columns_removed, "removed")):
-        bits += [f"{_plural(len(cols), 'column')} {what}"] if cols else []
-    if d.columns_type_changed:
-        bits.append(f"{_plural(len(d.columns_type_changed), 'column')} changed type")
+    for n, what in ((len(d.columns_added), "added"), (len(d.columns_removed), "removed"),
+                    (len(d.columns_type_changed), "changed type")):
+        bits += [f"{_plural(n, 'column')} {what}"] if n else []
     bits += [f"{_plural(d.changed, 'row')} changed"] if d.changed else []
     bits += ["values not compared"] if d.key_diff_skipped_reason else []
     return " ".join([d.name, ", ".join(bits)]).strip()
@@ -405,26 +404,22 @@ def _summary(d: ModelDiff) -> str:
 
 def headline(diffs: Sequence[ModelDiff], *, max_named: int = 5) -> str:
     """One line: ``2 models changed: orders +12 rows, ...; 1 new model; ...; 5 unchanged``."""
-    if not diffs:
-        return "data diff: no models to compare"
     by: dict[str, list[ModelDiff]] = {status: [] for status in STATUSES}
     for d in diffs:
         by.setdefault(d.status, []).append(d)
-    parts = []
-    if changed := by["changed"]:
-        more = f", and {len(changed) - max_named} more" if len(changed) > max_named else ""
-        named = ", ".join(_summary(d) for d in changed[:max_named])
-        parts.append(f"{_plural(len(changed), 'model')} changed: {named}{more}")
-    if by["new"]:
-        parts.append(_plural(len(by["new"]), "new model"))
-    if partial := len(by["no_key"]) + len(by["key_diff_skipped"]):
-        parts.append(f"{partial:,} same row count and schema (values not compared)")
-    if errors := by["error"]:
-        names = ", ".join(d.name for d in errors[:max_named]) + ", ..." * (len(errors) > max_named)
-        parts.append(f"{_plural(len(errors), 'model')} not diffed ({names})")
-    if by["unchanged"]:
-        parts.append(f"{len(by['unchanged']):,} unchanged")
-    return "; ".join(parts)
+    changed, errors = by["changed"], by["error"]
+    named = ", ".join(_summary(d) for d in changed[:max_named])
+    more = f", and {len(changed) - max_named} more" if len(changed) > max_named else ""
+    partial = len(by["no_key"]) + len(by["key_diff_skipped"])
+    failed = ", ".join(d.name for d in errors[:max_named]) + ", ..." * (len(errors) > max_named)
+    parts = [
+        f"{_plural(len(changed), 'model')} changed: {named}{more}" if changed else "",
+        _plural(len(by["new"]), "new model") if by["new"] else "",
+        f"{partial:,} same row count and schema (values not compared)" if partial else "",
+        f"{_plural(len(errors), 'model')} not diffed ({failed})" if errors else "",
+        f"{len(by['unchanged']):,} unchanged" if by["unchanged"] else "",
+    ]
+    return "; ".join(p for p in parts if p) or "data diff: no models to compare"
 
 
 def _cell(value: object) -> str:
@@ -441,17 +436,21 @@ def _code(value: str, limit: int = 60) -> str:
 
 
 def _details(d: ModelDiff) -> list[str]:
-    label = "error" if d.status == "error" else "note"
-    lines = [f"- {label}: {_cell(d.message)}"] if d.message else []
+    """Markdown bullets for one model: messages, schema changes, column counts, samples."""
+    lines = []
+    if d.message:
+        lines.append(f"- {'error' if d.status == 'error' else 'note'}: {_cell(d.message)}")
     if d.key_diff_skipped_reason:
         lines.append(f"- key-level diff skipped: {_cell(d.key_diff_skipped_reason)}")
     for cols, what in ((d.columns_added, "added"), (d.columns_removed, "removed")):
-        lines += [f"- columns {what}: " + ", ".join(map(_code, cols))] if cols else []
+        if cols:
+            lines.append(f"- columns {what}: " + ", ".join(map(_code, cols)))
     if d.columns_type_changed:
-        types = (f"{_code(t.column)} {t.prod_type} → {t.branch_type}" for t in d.columns_type_changed)
-        lines.append("- columns with a new type: " + _cell(", ".join(types)))
+        types = [f"{_code(t.column)} {_cell(t.prod_type)} → {_cell(t.branch_type)}"
+                 for t in d.columns_type_changed]
+        lines.append("- columns with a new type: " + ", ".join(types))
     if d.changed_columns:
-        counts = (f"{_code(c)} {n:,}" for c, n in d.changed_columns.items())
+        counts = [f"{_code(c)} {n:,}" for c, n in d.changed_columns.items()]
         lines.append("- changed values per column: " + ", ".join(counts))
     for kind in KINDS:
         if sample := d.samples.get(kind):
@@ -492,14 +491,14 @@ def to_metadata_numbers(diffs: Sequence[ModelDiff]) -> dict[str, float | int]:
     }
     for d in diffs:
         label = d.name if names.count(d.name) == 1 else d.unique_id
+        compared = d.prod_rows is not None  # the schema was compared too
         measures: dict[str, float | int | None] = {
             "prod_rows": d.prod_rows, "branch_rows": d.branch_rows, "row_delta": d.row_delta,
             "only_in_prod": d.only_in_prod, "only_in_branch": d.only_in_branch,
             "changed_rows": d.changed, "unchanged_rows": d.unchanged, "seconds": d.seconds,
+            "columns_added": len(d.columns_added) if compared else None,
+            "columns_removed": len(d.columns_removed) if compared else None,
+            "columns_type_changed": len(d.columns_type_changed) if compared else None,
         }
-        if d.prod_rows is not None:
-            measures["columns_added"] = len(d.columns_added)
-            measures["columns_removed"] = len(d.columns_removed)
-            measures["columns_type_changed"] = len(d.columns_type_changed)
         numbers |= {f"diff/{label}/{k}": v for k, v in measures.items() if v is not None}
     return numbers
