@@ -5,6 +5,9 @@ Ops here only wire: typed launchpad config in, the procedure in ``branch_build.p
 the ``duckdb_warehouse`` pool.
 """
 
+# No `from __future__ import annotations` here: Dagster inspects the `context` and
+# config annotations of ops and assets at definition time and needs real types.
+
 
 import time
 from enum import Enum

@@ -3,6 +3,9 @@
 A tick never runs dbt and never opens the warehouse.
 """
 
+# No `from __future__ import annotations` here: Dagster inspects the `context` and
+# config annotations of ops and assets at definition time and needs real types.
+
 
 import dagster as dg
 

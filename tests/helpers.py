@@ -85,3 +85,36 @@ def push_branch(repo: Path, branch: str, edits: dict[str, str | None], scratch: 
 def delete_branch(repo: Path, branch: str) -> None:
     """Delete a branch in the repository (as after a merged pull request)."""
     git(repo, "branch", "-q", "-D", branch)
+
+
+def run_branch(env, branch: str, instance=None, **config):
+    """Launch ``branch_ci_job`` in-process for ``branch`` with launchpad ``config``."""
+    from defer_orchestration import constants as c
+
+    return env.defs.resolve_job_def(c.BRANCH_CI_JOB).execute_in_process(
+        run_config={"ops": {"branch_build": {"config": {"branch": branch, **config}}}},
+        instance=instance or env.instance,
+        raise_on_error=False,
+    )
+
+
+def step_metadata(result) -> dict[str, object]:
+    """Output metadata of the branch step; on failure its failure metadata plus
+    ``__failure__`` (the failure description)."""
+    for event in result.all_node_events:
+        if event.is_successful_output:
+            return {k: v.value for k, v in event.event_specific_data.metadata.items()}
+        if event.is_step_failure:
+            data = event.event_specific_data
+            failure = data.user_failure_data
+            meta = {k: v.value for k, v in (failure.metadata if failure else {}).items()}
+            return {"__failure__": (failure.description if failure else "") + str(data.error), **meta}
+    return {}
+
+
+def branch_run_results(env, result) -> dict[str, dict]:
+    """unique_id -> result entry of the branch run's dbt run_results.json."""
+    import json
+
+    path = env.settings.run_dir(result.run_id) / "branch" / "target" / "run_results.json"
+    return {r["unique_id"]: r for r in json.loads(path.read_text())["results"]}

@@ -6,13 +6,10 @@ branch, so they never see each other's schemas.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import dagster as dg
 import pytest
 
-from helpers import delete_branch, git, push_branch
+from helpers import branch_run_results, delete_branch, push_branch, run_branch, step_metadata
 
 from defer_orchestration import constants as c
 from defer_orchestration.branch_build import worktrees_dir
@@ -25,31 +22,21 @@ INT_DESCENDANTS = {"int_customers__order_history", "customers", "country_revenue
 
 
 def _run_branch(prod_env, branch: str, **config) -> dg.ExecuteInProcessResult:
-    job = prod_env.defs.resolve_job_def(c.BRANCH_CI_JOB)
-    return job.execute_in_process(
-        run_config={"ops": {"branch_build": {"config": {"branch": branch, **config}}}},
-        instance=prod_env.instance,
-        raise_on_error=False,
-    )
+    return run_branch(prod_env, branch, **config)
 
 
 def _output_metadata(result: dg.ExecuteInProcessResult) -> dict[str, object]:
-    for event in result.all_node_events:
-        if event.is_successful_output:
-            return {k: v.value for k, v in event.event_specific_data.metadata.items()}
-    return {}
+    return step_metadata(result)
 
 
 def _failure_message(result: dg.ExecuteInProcessResult) -> str:
-    failures = [e for e in result.all_node_events if e.is_step_failure]
-    assert failures, "expected the branch step to fail"
-    data = failures[0].event_specific_data
-    return (data.user_failure_data.description if data.user_failure_data else "") + str(data.error)
+    metadata = step_metadata(result)
+    assert "__failure__" in metadata, "expected the branch step to fail"
+    return str(metadata["__failure__"])
 
 
 def _branch_run_results(prod_env, result) -> dict:
-    path = prod_env.settings.run_dir(result.run_id) / "branch" / "target" / "run_results.json"
-    return json.loads(path.read_text())
+    return {"results": list(branch_run_results(prod_env, result).values())}
 
 
 def _prod_fingerprint(prod_env) -> dict[str, tuple]:

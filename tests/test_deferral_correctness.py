@@ -7,15 +7,13 @@ use their own environment rather than the session's shared ``prod_env``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from conftest import ProdEnv, built_prod_env
-from helpers import commit_all, git, push_branch
+from helpers import branch_run_results, commit_all, git, push_branch, run_branch, step_metadata
 
 from defer_orchestration import constants as c
 from defer_orchestration.branch_build import (
@@ -58,27 +56,9 @@ def _reload(env: ProdEnv) -> dg.Definitions:
     return build_definitions(env.settings)
 
 
-def _run(env: ProdEnv, branch: str, **config) -> dg.ExecuteInProcessResult:
-    return env.defs.resolve_job_def(c.BRANCH_CI_JOB).execute_in_process(
-        run_config={"ops": {"branch_build": {"config": {"branch": branch, **config}}}},
-        instance=env.instance,
-        raise_on_error=False,
-    )
-
-
-def _metadata(result) -> dict:
-    for event in result.all_node_events:
-        if event.is_successful_output:
-            return {k: v.value for k, v in event.event_specific_data.metadata.items()}
-        if event.is_step_failure and event.event_specific_data.user_failure_data:
-            data = event.event_specific_data.user_failure_data
-            return {"__failure__": data.description, **{k: v.value for k, v in data.metadata.items()}}
-    return {}
-
-
-def _results(env: ProdEnv, result) -> dict[str, dict]:
-    path = env.settings.run_dir(result.run_id) / "branch" / "target" / "run_results.json"
-    return {r["unique_id"]: r for r in json.loads(path.read_text())["results"]}
+_run = run_branch
+_metadata = step_metadata
+_results = branch_run_results
 
 
 def test_branch_behind_main_builds_only_its_own_change(moved, tmp_path) -> None:

@@ -1,5 +1,8 @@
 """The production dbt build: every dbt model, seed and test as Dagster assets, target ``prod``."""
 
+# No `from __future__ import annotations` here: Dagster inspects the `context` and
+# config annotations of ops and assets at definition time and needs real types.
+
 
 import json
 from collections.abc import Iterator, Mapping

@@ -4,6 +4,9 @@ It runs in the same run as the dbt build, downstream of every dbt asset, so Dags
 skips it whenever the build failed: a failed build never becomes the deferral state.
 """
 
+# No `from __future__ import annotations` here: Dagster inspects the `context` and
+# config annotations of ops and assets at definition time and needs real types.
+
 
 import time
 from pathlib import Path

@@ -1,5 +1,8 @@
 """Synthetic source tables in schema ``raw``: the upstream assets of the dbt sources."""
 
+# No `from __future__ import annotations` here: Dagster inspects the `context` and
+# config annotations of ops and assets at definition time and needs real types.
+
 
 import dagster as dg
 
