@@ -12,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from helpers import git, repo_with_bundled_project
+from helpers import fast_dir, git, repo_with_bundled_project
 
 from defer_orchestration import constants as c
 from defer_orchestration.definitions import build_definitions
@@ -39,13 +39,15 @@ class ProdEnv:
 def built_prod_env(root: Path) -> Iterator[ProdEnv]:
     """A git repo holding the bundled project, production built from its main, an instance."""
     repo = repo_with_bundled_project(root / "repo")
-    settings = DeferOrchSettings(home=str(root / "home"), dbt_project_dir=str(repo / "dbt_project"))
-    (root / "dagster_home").mkdir()
-    with dg.instance_for_test(temp_dir=str(root / "dagster_home")) as instance:
-        defs = build_definitions(settings)
-        result = defs.resolve_job_def(c.PROD_BUILD_JOB).execute_in_process(instance=instance)
-        assert result.success, "the session's production build failed; see the captured logs"
-        yield ProdEnv(root, repo, settings, instance, defs, result, git(repo, "rev-parse", "HEAD"))
+    with fast_dir("prod_env") as fast:
+        settings = DeferOrchSettings(home=str(fast / "home"), dbt_project_dir=str(repo / "dbt_project"))
+        (fast / "dagster_home").mkdir()
+        with dg.instance_for_test(temp_dir=str(fast / "dagster_home")) as instance:
+            defs = build_definitions(settings)
+            result = defs.resolve_job_def(c.PROD_BUILD_JOB).execute_in_process(instance=instance)
+            assert result.success, "the production build failed; see the captured logs"
+            head = git(repo, "rev-parse", "HEAD")
+            yield ProdEnv(root, repo, settings, instance, defs, result, head)
 
 
 @pytest.fixture(scope="session")
