@@ -21,6 +21,7 @@ demo: install
 
 ## The whole test suite (unit, Dagster-level, end-to-end).
 test: install
+	bash tests/e2e/ensure_chromium.sh
 	$(BIN)/python -m pytest -q
 
 ## Unit tests only (no dbt): seconds.

@@ -33,6 +33,7 @@ from defer_orchestration.lib.errors import (
     GitError,
     ManifestChecksumError,
     ManifestError,
+    WarehouseLockedError,
 )
 from defer_orchestration.lib.manifest_store import sha256_file, version_of
 from defer_orchestration.lib.schema_names import branch_schema_name, guard_branch_schema
@@ -298,11 +299,11 @@ def run_branch_build(
                     settings, request, schema, preview.selected, branch_manifest,
                     prod_manifest, prod_results, favor_state=state.favor_state,
                 )
-            build = run_dbt(
+            build = _build_waiting_for_the_warehouse(
                 dbt_args.build_args(select, exclude, state, full_refresh=request.full_refresh),
                 paths,
-                target=c.BRANCH_TARGET,
-                check=False,
+                settings=settings,
+                log=log,
             )
             if build.run_results() is None:
                 raise DbtInvocationError(
@@ -428,6 +429,34 @@ def _preflight_and_clone(
                 if source and target and exists(*source) and not exists(schema, target[1]):
                     cloned[unique_id] = warehouse.copy_table(conn, source, (schema, target[1]))
     return cloned
+
+
+def _build_waiting_for_the_warehouse(
+    args: list[str],
+    paths: DbtPaths,
+    *,
+    settings: DeferOrchSettings,
+    log: logging.Logger,
+    sleep: Callable[[float], None] = time.sleep,
+) -> DbtRun:
+    """dbt build, retried with backoff while a process outside Dagster holds the warehouse."""
+    deadline = time.monotonic() + settings.warehouse_lock_timeout_s
+    delay = 0.25
+    while True:
+        build = run_dbt(args, paths, target=c.BRANCH_TARGET, check=False)
+        if build.run_results() is not None or not warehouse.is_lock_error(build.output):
+            return build
+        holder = warehouse.lock_holder(build.output) or "another process"
+        if time.monotonic() + delay > deadline:
+            raise WarehouseLockedError(
+                f"the warehouse {settings.warehouse_path()} is locked by {holder}; dbt build "
+                f"waited {settings.warehouse_lock_timeout_s:.0f} s. DuckDB allows one process "
+                "per file: close that process (e.g. a DuckDB shell or notebook) and relaunch "
+                "this run. Nothing was built."
+            )
+        log.info(f"the warehouse is locked by {holder}; retrying dbt build in {delay:.2f} s")
+        sleep(delay)
+        delay = min(delay * 2, 5.0)
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,9 @@ def build_definitions(
         jobs=[prod_build_job, branch_ci_job, branch_teardown_job],
         schedules=[build_prod_build_schedule(prod_cron), build_branch_schema_ttl_schedule()],
         sensors=[build_branch_ci_sensor(interval), build_branch_teardown_sensor(interval)],
+        # One process per run: every step holds the single-slot warehouse pool anyway, so a
+        # process per step would only add ~5 s of start-up to each.
+        executor=dg.in_process_executor,
         resources={
             "settings": runtime_settings,
             "branch_settings": branch_settings or branch_settings_from_env(),

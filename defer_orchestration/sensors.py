@@ -43,6 +43,9 @@ def cancel_branch_runs(
         if keep_sha is not None and run.tags.get(c.SHA_TAG) == keep_sha:
             continue
         log.info(f"cancelling run {run.run_id} of {branch!r}: {reason}")
+        instance.report_engine_event(
+            f"branch CI cancels this run: {reason} ({branch!r})", dagster_run=run
+        )
         if run.status == dg.DagsterRunStatus.QUEUED:
             instance.run_coordinator.cancel_run(run.run_id)
         elif instance.run_launcher.terminate(run.run_id) is False:

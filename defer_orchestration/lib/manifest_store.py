@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import shutil
 import uuid
@@ -23,6 +24,7 @@ from defer_orchestration.lib.errors import (
     ArtifactStoreError,
     ManifestArtifactMissingError,
     ManifestChecksumError,
+    ManifestError,
 )
 
 ARTIFACT_FILES: tuple[str, ...] = ("manifest.json", "run_results.json")
@@ -101,6 +103,7 @@ class ManifestStore:
             for name, src in sources.items():
                 dest = staging / name
                 _copy_durably(src, dest)
+                _check_complete(dest, src)
                 digests[name] = sha256_file(dest)
             version = version_of(digests)
             final = self.version_path(version)
@@ -117,6 +120,9 @@ class ManifestStore:
         except OSError as exc:
             shutil.rmtree(staging, ignore_errors=True)
             raise _store_error("write the artifact store at", self.root, exc) from exc
+        except ManifestError:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         return StoredVersion(version, final, digests)
 
     def verify(self, path: Path, files: Mapping[str, str]) -> StoredVersion:
@@ -143,6 +149,29 @@ class ManifestStore:
         return all(
             (path / name).is_file() and sha256_file(path / name) == sha
             for name, sha in digests.items()
+        )
+
+
+def _check_complete(copy: Path, source: Path) -> None:
+    """Refuse an artifact that is not one whole JSON object.
+
+    An empty or cut-off ``manifest.json`` (dbt killed mid-write, a full disk) must never
+    become a version in the store, even one nobody records as published.
+    """
+    try:
+        with open(copy, "rb") as handle:
+            document = json.load(handle)
+    except (ValueError, UnicodeDecodeError) as exc:  # json.JSONDecodeError is a ValueError
+        reason = "is empty" if copy.stat().st_size == 0 else f"is not valid JSON ({exc})"
+        raise ManifestError(
+            f"cannot publish {source}: it {reason}, so dbt did not finish writing it (killed, "
+            "or the disk filled up). Nothing was published: the previous manifest version "
+            "stays the latest. Check the dbt step's logs and rerun prod_build_job."
+        ) from exc
+    if not isinstance(document, dict):
+        raise ManifestError(
+            f"cannot publish {source}: it is not a JSON object, so it is not a dbt artifact. "
+            "Nothing was published: the previous manifest version stays the latest."
         )
 
 

@@ -24,6 +24,11 @@ _LOCK_MARKER = "Could not set lock on file"
 _HOLDER = re.compile(r"Conflicting lock is held in (?P<proc>.+?) \(PID (?P<pid>\d+)\)")
 
 
+def is_lock_error(message: str) -> bool:
+    """Whether ``message`` (an exception's text or dbt's output) is DuckDB's "file is locked"."""
+    return _LOCK_MARKER in message
+
+
 def lock_holder(message: str) -> str | None:
     """The process DuckDB names as holding the lock, e.g. ``/usr/bin/duckdb (PID 42)``."""
     match = _HOLDER.search(message)

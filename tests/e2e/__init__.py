@@ -1,0 +1,1 @@
+"""End-to-end tests: the real stack (test_stack.py) and injected faults (test_faults.py)."""

@@ -1,0 +1,89 @@
+"""Fixtures of the end-to-end tests: the real stack, started once per module.
+
+When a test that uses the stack fails, the tails of the stack's logs (webserver, daemon,
+code server) are attached to its report; the full logs stay under the test's tmp dir.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .e2e_stack import Stack, free_port, stack_env, write_instance
+from helpers import fast_dir, repo_with_bundled_project
+
+from defer_orchestration import constants as c
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+
+# Short sensor interval for tests (the daemon's sensor loop runs every 5 s anyway).
+SENSOR_INTERVAL_S = "1"
+# Only these branches are watched by the sensors.
+WATCHED = "feature/*"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Code server + webserver + daemon on loopback over a scratch repo and DAGSTER_HOME.
+
+    The repo, workspace and logs live under pytest's tmp dir; DAGSTER_HOME and
+    DEFER_ORCH_HOME (event log, warehouse) on tmpfs when there is one.
+    """
+    root = tmp_path_factory.mktemp("e2e_stack")
+    repo = repo_with_bundled_project(root / "repo")
+    workspace = root / "workspace.yaml"
+    logs = root / "logs"
+    logs.mkdir()
+    with fast_dir("e2e_stack") as state:
+        dagster_home = state / "dagster_home"
+        home = state / "home"
+        grpc_port, port = free_port(), free_port()
+        while port == grpc_port:
+            port = free_port()
+        write_instance(dagster_home, workspace, grpc_port)
+        env = stack_env(
+            os.environ,
+            {
+                "DAGSTER_HOME": str(dagster_home),
+                c.ENV_HOME: str(home),
+                c.ENV_DBT_PROJECT_DIR: str(repo / "dbt_project"),
+                c.ENV_SENSOR_INTERVAL_S: SENSOR_INTERVAL_S,
+                c.ENV_BRANCH_INCLUDE: WATCHED,
+            },
+        )
+        stack = Stack(
+            root, env, dagster_home, workspace, logs, port, grpc_port, repo=repo, home=home
+        )
+        started = time.monotonic()
+        try:
+            stack.start_code_server()
+            stack.start_webserver()
+            stack.start_daemon()
+            stack.wait_ready(timeout=120)
+            print(f"\n[e2e] stack ready in {time.monotonic() - started:.1f} s at {stack.url}")
+            yield stack
+        finally:
+            stack.stop()
+            print(f"[e2e] stack stopped after {time.monotonic() - started:.1f} s; logs in {logs}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Attach the stack's log tails to the report of a failed test that used it."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        stack = getattr(item, "funcargs", {}).get("stack")
+        if isinstance(stack, Stack):
+            report.sections.append(("stack logs (tail)", stack.all_log_tails(80)))
+
+
+@pytest.fixture
+def artifacts_dir() -> Path:
+    """Where screenshots are copied for CI to keep (gitignored)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
