@@ -19,10 +19,10 @@ $(STAMP): pyproject.toml setup.cfg
 demo: install
 	$(BIN)/python -m defer_orchestration.demo
 
-## The whole test suite (unit, Dagster-level, end-to-end).
+## The whole test suite (unit, Dagster-level, end-to-end), two workers; a module stays on one.
 test: install
 	bash tests/e2e/ensure_chromium.sh
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 ## Unit tests only (no dbt): seconds.
 test-fast: install
