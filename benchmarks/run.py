@@ -303,16 +303,32 @@ class PhaseRecorder:
         self._undo.append((owner, attr, original))
 
     def wrap_context_manager(self, owner: object, attr: str, label: str) -> None:
+        """Time entering and leaving (opening, closing); the block's body counts for its caller."""
         original = getattr(owner, attr)
 
         @contextlib.contextmanager
         def timed(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            manager = original(*args, **kwargs)
             self._enter()
             try:
-                with original(*args, **kwargs) as value:
-                    yield value
+                value = manager.__enter__()
             finally:
                 self._exit(label)
+            try:
+                yield value
+            except BaseException:
+                self._enter()
+                try:
+                    if not manager.__exit__(*sys.exc_info()):
+                        raise
+                finally:
+                    self._exit(label)
+            else:
+                self._enter()
+                try:
+                    manager.__exit__(None, None, None)
+                finally:
+                    self._exit(label)
 
         setattr(owner, attr, timed)
         self._undo.append((owner, attr, original))
@@ -337,8 +353,9 @@ class PhaseRecorder:
         ):
             if hasattr(owner, attr):
                 self.wrap(owner, attr, label)
-        # Whatever else opens the warehouse (registering the branch schema).
-        self.wrap_context_manager(warehouse, "connect", "warehouse_register")
+        # Opening and closing the warehouse file (the queries inside count for their step).
+        self.wrap_context_manager(warehouse, "connect", "warehouse_open")
+        self.wrap(warehouse, "register_branch_schema", "warehouse_register")
         self.wrap(branch_build, "run_dbt", lambda args, *a, **k: f"dbt_{args[0]}")
         timed_run_dbt = branch_build.run_dbt
 
@@ -366,6 +383,7 @@ PHASES = (
     "git_mirror",
     "choose_comparison",
     "worktree",
+    "warehouse_open",
     "warehouse_register",
     "dbt_ls",
     "preflight",
@@ -720,7 +738,7 @@ def summarize_branch_runs(bench: BranchBench, runs: list[dict[str, Any]], change
             "dbt_build_seconds": stats([r["dbt_build_seconds"] for r in slim_runs]),
             "build_reused_ls_parse": [r["partial_parse_in_build"] for r in slim_runs],
             "phases_median": {
-                p: round(statistics.median(r["phases"][p] for r in slim_runs), 4) for p in PHASES
+                p: round(statistics.median(r["phases"].get(p, 0.0) for r in slim_runs), 4) for p in PHASES
             },
             "cli_seconds": cli,
             "dbt_split_median": {
@@ -747,7 +765,7 @@ def summarize_branch_runs(bench: BranchBench, runs: list[dict[str, Any]], change
             "built_models": full_runs[0]["built"],
             "branch_node_seconds": stats([r["branch_node_seconds"] for r in full_runs]),
             "phases_median": {
-                p: round(statistics.median(r["phases"][p] for r in full_runs), 4) for p in PHASES
+                p: round(statistics.median(r["phases"].get(p, 0.0) for r in full_runs), 4) for p in PHASES
             },
             "of_branches": [r["change"] for r in full_runs],
             "dbt_split_median": {
@@ -1054,20 +1072,35 @@ def render_markdown(results: dict[str, Any]) -> str:
             "**Where a branch run's time goes** (median seconds per phase of the Dagster runs, "
             "timed in-process around the product's own functions; Dagster = wall minus all phases)",
             "",
-            "| N | change | wall | Dagster | resolve manifest | git mirror | worktree | warehouse | "
-            "dbt ls | dbt build | artifacts + summary | other |",
-            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| N | change | wall | Dagster | resolve manifest | git + merge-base | worktree | warehouse open + register | "
+            "dbt ls | pre-flight | dbt build | data diff | artifacts + summary | other |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
+        combined = False
         for size in runs:
             rows = [(c, d["slim_seconds"]["median"], d["phases_median"]) for c, d in size["changes"].items()]
             rows.append(("full", size["full"]["seconds"]["median"], size["full"]["phases_median"]))
             for change, wall, p in rows:
+                g = lambda *keys: sum(p.get(k, 0.0) for k in keys)  # noqa: E731
+                warehouse = f"{g('warehouse_open', 'warehouse_register'):.2f}"
+                preflight = f"{g('preflight'):.2f}"
+                diff = f"{g('data_diff'):.1f}"
+                if "warehouse_combined" in p:  # recorded before the split (see combined_note)
+                    warehouse, preflight, diff = "in *", "in *", f"{g('warehouse_combined'):.1f}*"
+                    combined = True
                 lines.append(
-                    f"| {size['n_models']} | {change} | {wall:.1f} | {p['dagster']:.2f} | {p['resolve_manifest']:.2f} | "
-                    f"{p['git_mirror']:.2f} | {p['worktree']:.2f} | {p['warehouse_register']:.2f} | {p['dbt_ls']:.1f} | "
-                    f"{p['dbt_build']:.1f} | {p['load_artifacts'] + p['summary']:.2f} | "
-                    f"{p['branch_build_other'] + p['report_metadata']:.2f} |"
+                    f"| {size['n_models']} | {change} | {wall:.1f} | {g('dagster'):.2f} | {g('resolve_manifest'):.2f} | "
+                    f"{g('git_mirror', 'choose_comparison'):.2f} | {g('worktree'):.2f} | "
+                    f"{warehouse} | {g('dbt_ls'):.1f} | {preflight} | "
+                    f"{g('dbt_build'):.1f} | {diff} | {g('load_artifacts', 'summary'):.2f} | "
+                    f"{g('branch_build_other', 'report_metadata'):.2f} |"
                 )
+        if combined:
+            lines += [
+                "",
+                "\\* recorded by an earlier version of this runner that timed whole warehouse blocks: "
+                "warehouse open + register + pre-flight + data diff together (the data diff is nearly all of it).",
+            ]
         lines += [
             "",
             "**Inside each dbt invocation** (median seconds, from dbt.log timestamps and the process's "
@@ -1172,6 +1205,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="skip the untimed warm-up branch run per size (smoke tests)")
     parser.add_argument("--no-data-diff", action="store_true",
                         help="run branch_ci_job with data_diff: false (default: the product's default, on)")
+    parser.add_argument("--render-only", action="store_true",
+                        help="measure nothing: print (and --markdown) the tables of an existing --out file")
     parser.add_argument("--update", action="store_true",
                         help="keep the sections of an existing --out file that this invocation skips")
     parser.add_argument("--seeded", action="store_true",
@@ -1189,6 +1224,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         _load_child(argv[1], argv[2])
         return 0
     args = build_parser().parse_args(argv)
+    if args.render_only:
+        results = json.loads(args.out.read_text(encoding="utf-8"))
+        results["targets"] = targets(results)
+        markdown = render_markdown(results)
+        print(markdown)
+        if args.markdown:
+            args.markdown.write_text(markdown + "\n", encoding="utf-8")
+        return 0
     os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
     repeats_at = _parse_repeats_at(args.repeats_at)
     skip = set(args.skip)
