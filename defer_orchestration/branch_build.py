@@ -3,12 +3,13 @@ build into the branch schema, report.
 
 Dagster-free on purpose (the op in ``jobs.py`` only wires config and metadata), so the
 sequence reads top to bottom and every step's failure is a typed error with advice.
-dbt runs as a subprocess (``lib/dbt_cli.py``): nothing here can record an event on a
+dbt runs in a child process (``lib/dbt_session.py``): nothing here can record an event on a
 production asset key.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -16,16 +17,18 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from defer_orchestration import constants as c
-from defer_orchestration.lib import data_diff, dbt_args, dbt_artifacts, git, warehouse
+from defer_orchestration.lib import data_diff, dbt_args, dbt_artifacts, git, parse_cache, warehouse
 from defer_orchestration.lib.branch_summary import BranchBuildSummary, deferred_parents, summarize
 from defer_orchestration.lib.data_diff import DiffSettings, ModelDiff
 from defer_orchestration.lib.dbt_args import StateArgs
 from defer_orchestration.lib.dbt_cli import DbtPaths, DbtRun, run_dbt
+from defer_orchestration.lib.dbt_session import DbtSession
 from defer_orchestration.lib.errors import (
     ConfigurationError,
     DbtInvocationError,
@@ -73,6 +76,7 @@ class BranchBuildRequest:
     fail_on_stale_state: bool = False
     clone_incremental: bool = True
     retry_of_run_id: str = ""  # re-run only what failed or was skipped in that run
+    reuse_parse: bool = True  # start from this branch's previous parse (lib/parse_cache.py)
     diff: DiffSettings = field(default_factory=DiffSettings)
 
 
@@ -100,6 +104,8 @@ class BranchBuildReport:
     diffs: list[ModelDiff] | None = None  # None: diff off or nothing built
     diff_error: str | None = None
     selected_preview: list[str] = field(default_factory=list)
+    parse_seconds: float = 0.0
+    partial_parse: str = "none"
     ls_seconds: float = 0.0
     build_seconds: float = 0.0
     wall_seconds: float = 0.0
@@ -236,9 +242,33 @@ def run_branch_build(
     log = log or logging.getLogger(__name__)
     started = time.monotonic()
     schema = guard_branch_schema(branch_schema_name(request.branch))
+    run_dir = branch_run_dir(settings, run_id)
+    # One dbt process for parse, preview and build; it imports dbt while git works.
+    with DbtSession(run_dir / "logs") as dbt:
+        return _run_branch_build(
+            request, dbt, schema=schema, run_dir=run_dir, settings=settings,
+            branch_settings=branch_settings, published=published, run_id=run_id, log=log,
+            clock=clock, published_for_commit=published_for_commit, started=started,
+        )
+
+
+def _run_branch_build(
+    request: BranchBuildRequest,
+    dbt: DbtSession,
+    *,
+    schema: str,
+    run_dir: Path,
+    settings: DeferOrchSettings,
+    branch_settings: BranchCiSettings,
+    published: PublishedManifest | None,
+    run_id: str,
+    log: logging.Logger,
+    clock: Callable[[], float],
+    published_for_commit: Callable[[str], PublishedManifest | None],
+    started: float,
+) -> BranchBuildReport:
     repo = branch_settings.repo(settings)
     mirror = git.ensure_mirror(repo, mirror_dir(settings, repo))
-    run_dir = branch_run_dir(settings, run_id)
     warnings: list[str] = []
     retry = _load_retry_state(settings, request.retry_of_run_id) if request.retry_of_run_id else None
     sha = git.resolve_commit(
@@ -278,11 +308,11 @@ def run_branch_build(
         warehouse.register_branch_schema(conn, schema, branch=request.branch, sha=sha, now=clock())
     _write_state(run_dir, sha=sha, state=state, exclude=exclude)
 
-    worktree = worktrees_dir(settings) / f"{worktree_prefix(schema)}{sha[:12]}-{run_id[:8]}"
-    worktree.parent.mkdir(parents=True, exist_ok=True)
-    with git.checked_out(mirror, sha, worktree) as checkout:
+    with _branch_checkout(settings, mirror, schema, sha, run_id) as (checkout, stable):
         paths = _branch_paths(settings, branch_settings, checkout, run_dir, schema, request.branch, sha)
-        preview = _preview(paths, select, exclude, state)
+        parse = _parse(dbt, paths, settings, schema, reuse=request.reuse_parse and stable)
+        log.info(f"parsed in {parse.run.seconds:.1f}s (previous parse: {parse.partial_parse})")
+        preview = _preview(dbt, paths, select, exclude, state)
         log.info(f"selection preview: {len(preview.selected)} nodes in {preview.run.seconds:.1f}s")
         branch_manifest = dbt_artifacts.load_json(paths.target_path / "manifest.json", what="branch manifest")
         prod_manifest = _load_or_empty(published, "manifest.json")
@@ -300,6 +330,7 @@ def run_branch_build(
                     prod_manifest, prod_results, favor_state=state.favor_state,
                 )
             build = _build_waiting_for_the_warehouse(
+                dbt,
                 dbt_args.build_args(select, exclude, state, full_refresh=request.full_refresh),
                 paths,
                 settings=settings,
@@ -310,6 +341,7 @@ def run_branch_build(
                     f"dbt build of branch {request.branch!r} failed before running any node "
                     f"(exit {build.returncode}). Last lines of its output:\n{build.tail()}"
                 )
+        dbt.close()  # dbt's process (and its hold on the warehouse file) ends here
         summary = summarize(
             selected=preview.selected,
             branch_manifest=branch_manifest,
@@ -331,6 +363,8 @@ def run_branch_build(
         diffs=diffs,
         diff_error=diff_error,
         selected_preview=list(preview.selected),
+        parse_seconds=parse.run.seconds,
+        partial_parse=parse.partial_parse,
         ls_seconds=preview.run.seconds,
         build_seconds=build.seconds if build else 0.0,
         wall_seconds=time.monotonic() - started,
@@ -432,6 +466,7 @@ def _preflight_and_clone(
 
 
 def _build_waiting_for_the_warehouse(
+    dbt: DbtSession,
     args: list[str],
     paths: DbtPaths,
     *,
@@ -443,7 +478,7 @@ def _build_waiting_for_the_warehouse(
     deadline = time.monotonic() + settings.warehouse_lock_timeout_s
     delay = 0.25
     while True:
-        build = run_dbt(args, paths, target=c.BRANCH_TARGET, check=False)
+        build = dbt.invoke(args, paths, target=c.BRANCH_TARGET)
         if build.run_results() is not None or not warehouse.is_lock_error(build.output):
             return build
         holder = warehouse.lock_holder(build.output) or "another process"
@@ -455,8 +490,68 @@ def _build_waiting_for_the_warehouse(
                 "this run. Nothing was built."
             )
         log.info(f"the warehouse is locked by {holder}; retrying dbt build in {delay:.2f} s")
+        # A fresh dbt process for the retry: nothing of the failed open is carried over.
+        # It parses again, partially, from the parse the first attempt left in target/.
+        dbt.restart()
         sleep(delay)
         delay = min(delay * 2, 5.0)
+
+
+@contextmanager
+def _branch_checkout(
+    settings: DeferOrchSettings, mirror: Path, schema: str, sha: str, run_id: str
+) -> Iterator[tuple[Path, bool]]:
+    """Check ``sha`` out for one run; yields the checkout and whether it is the branch's
+    stable path.
+
+    Every run of a branch checks out at the same path while it holds the branch's lock,
+    so dbt's partial parse from the previous run stays valid (dbt keeps absolute paths
+    of unchanged files). A concurrent run of the same branch (the older one is being
+    cancelled) gets a path of its own and parses in full. The lock is an ``flock``: a
+    killed run releases it, and the next run clears the worktree it left.
+    """
+    root = worktrees_dir(settings)
+    root.mkdir(parents=True, exist_ok=True)
+    locks = settings.scratch_path() / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / f"{schema}.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            stable = True
+        except OSError:
+            stable = False
+        if stable:
+            dest = root / f"{worktree_prefix(schema)}checkout"
+            if dest.exists():  # left by a killed run
+                git.remove_worktree(mirror, dest)
+                shutil.rmtree(dest, ignore_errors=True)
+        else:
+            dest = root / f"{worktree_prefix(schema)}{sha[:12]}-{run_id[:8]}"
+        with git.checked_out(mirror, sha, dest) as checkout:
+            yield checkout, stable
+
+
+@dataclass(frozen=True)
+class _Parse:
+    run: DbtRun
+    partial_parse: str  # what became of the previous parse: reused / rejected: ... / none
+
+
+def _parse(
+    dbt: DbtSession, paths: DbtPaths, settings: DeferOrchSettings, schema: str, *, reuse: bool
+) -> _Parse:
+    """Parse the branch once for the whole session, starting from the branch's last parse."""
+    cache = parse_cache.cache_dir(settings.home_path(), schema)
+    seeded = reuse and parse_cache.seed(cache, paths.target_path, paths.project_dir)
+    run = dbt.invoke(["parse"], paths, target=c.BRANCH_TARGET)
+    if not run.ok:
+        raise DbtInvocationError(
+            "the branch's dbt project does not parse; nothing was built. Fix the branch and "
+            f"push again. dbt said:\n{run.tail()}"
+        )
+    if reuse:
+        parse_cache.keep(paths.target_path, cache, paths.project_dir)
+    return _Parse(run, parse_cache.outcome(seeded, run.output))
 
 
 @dataclass(frozen=True)
@@ -468,13 +563,13 @@ class _Preview:
 _NOT_RUN_TYPES = frozenset({"source", "exposure", "metric", "semantic_model", "saved_query"})
 
 
-def _preview(paths: DbtPaths, select: str, exclude: str, state: StateArgs) -> _Preview:
+def _preview(dbt: DbtSession, paths: DbtPaths, select: str, exclude: str, state: StateArgs) -> _Preview:
     """``dbt ls`` of the selection: what the build will run, recorded before running it."""
-    run = run_dbt(dbt_args.ls_args(select, exclude, state), paths, target=c.BRANCH_TARGET, check=False)
+    run = dbt.invoke(dbt_args.ls_args(select, exclude, state), paths, target=c.BRANCH_TARGET)
     if not run.ok:
         raise DbtInvocationError(
-            "the branch's dbt project does not parse or its selection is invalid; nothing was "
-            f"built. Fix the branch and push again. dbt said:\n{run.tail()}"
+            "the branch's selection is invalid or its state cannot be read; nothing was "
+            f"built. Fix the selection (or the branch) and launch again. dbt said:\n{run.tail()}"
         )
     found = dbt_args.parse_ls_output(run.output.splitlines())
     return _Preview(sorted(o["unique_id"] for o in found if o.get("resource_type") not in _NOT_RUN_TYPES), run)

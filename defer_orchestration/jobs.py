@@ -23,7 +23,7 @@ from defer_orchestration.branch_build import (
     remove_branch_worktrees,
     run_branch_build,
 )
-from defer_orchestration.lib import data_diff, warehouse
+from defer_orchestration.lib import data_diff, parse_cache, warehouse
 from defer_orchestration.lib.data_diff import DiffSettings
 from defer_orchestration.lib.branch_summary import to_markdown
 from defer_orchestration.lib.dbt_args import DEFAULT_BRANCH_SELECT
@@ -101,6 +101,12 @@ class BranchCiConfig(dg.Config):
         description="Start selected incremental models from a copy of their production "
         "table, so the branch exercises the incremental path.",
     )
+    reuse_parse: bool = Field(
+        default=True,
+        description="Start dbt's parse from this branch's previous run (partial parsing: "
+        "only changed files are re-read; dbt falls back to a full parse by itself when "
+        "the cached parse does not match). Turn off to force a full parse.",
+    )
 
 
 def _retry_parent(context: dg.OpExecutionContext, settings: DeferOrchSettings) -> str:
@@ -151,6 +157,8 @@ def report_metadata(report: BranchBuildReport) -> dict[str, dg.MetadataValue]:
         "deferred_parents": dg.MetadataValue.json(
             {p.unique_id: p.prod_relation for p in summary.deferred}
         ),
+        "dbt_parse_seconds": dg.MetadataValue.float(round(report.parse_seconds, 3)),
+        "previous_parse": dg.MetadataValue.text(report.partial_parse),
         "dbt_ls_seconds": dg.MetadataValue.float(round(report.ls_seconds, 3)),
         "dbt_build_seconds": dg.MetadataValue.float(round(report.build_seconds, 3)),
         "branch_node_seconds": dg.MetadataValue.float(summary.branch_seconds),
@@ -197,6 +205,7 @@ def branch_build(
                 max_state_age_hours=config.max_state_age_hours,
                 fail_on_stale_state=config.on_stale_state is OnStaleState.fail,
                 clone_incremental=config.clone_incremental,
+                reuse_parse=config.reuse_parse,
                 retry_of_run_id=retry_of,
                 diff=DiffSettings(
                     enabled=config.data_diff,
@@ -280,12 +289,17 @@ def branch_teardown(
         for schema in targets
         for p in remove_branch_worktrees(settings, branch_settings, schema)
     ]
-    context.log.info(f"dropped {dropped}; removed worktrees {removed}")
+    forgotten_parses = [
+        schema for schema in targets
+        if parse_cache.drop(parse_cache.cache_dir(settings.home_path(), schema))
+    ]
+    context.log.info(f"dropped {dropped}; removed worktrees {removed}; parse caches {forgotten_parses}")
     return dg.Output(
         None,
         metadata={
             "dropped_schemas": dg.MetadataValue.json(dropped),
             "removed_worktrees": dg.MetadataValue.json(removed),
+            "removed_parse_caches": dg.MetadataValue.json(forgotten_parses),
             "dropped_count": dg.MetadataValue.int(len(dropped)),
         },
     )

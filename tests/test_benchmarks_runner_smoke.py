@@ -93,6 +93,7 @@ def test_targets_and_markdown_from_canned_results() -> None:
     assert met["sensor_tick_seconds_at_1000_branches"]["measured"] == 0.3
     results["targets"] = met
     text = bench_run.render_markdown(results)
+    assert "second push" in text
     assert "Slim vs full" in text and "Orchestration overhead" in text and "sensor" in text
 
 
@@ -113,14 +114,21 @@ def test_slim_vs_full_json_structure(tmp_path: Path) -> None:
     assert _is_stats(leaf["slim_seconds"], 1) and _is_stats(leaf["cli_seconds"], 1)
     assert leaf["slim_over_full"] > 0 and leaf["dagster_over_cli"] > 0
     assert set(leaf["phases_median"]) == set(bench_run.PHASES)
-    assert leaf["phases_median"]["dbt_ls"] > 0 and leaf["phases_median"]["dbt_build"] > 0
+    phases = leaf["phases_median"]
+    assert phases["dbt_parse"] > 0 and phases["dbt_ls"] > 0 and phases["dbt_build"] > 0
     splits = leaf["dbt_split_median"]
     assert splits["cli_seeded_build"] is None
-    for key in ("product_ls", "product_build", "cli_build"):
+    for key in ("product_parse", "product_ls", "product_build", "product_again_parse", "cli_build"):
         assert set(splits[key]) == {*bench_run.DBT_SEGMENTS, "total"}, key
         assert splits[key]["total"] > 0 and splits[key]["startup"] is not None, key
     assert splits["product_build"]["execute"] is not None and splits["product_ls"]["execute"] is None
+    assert splits["product_build"]["parse"] == 0.0  # the build reuses the session's parse
     assert leaf["cli_seeded_seconds"] is None
+    # The second push of the branch started from its previous parse.
+    assert _is_stats(leaf["second_push_seconds"], 1)
+    assert leaf["second_push_previous_parse"] == ["reused"]
+    assert leaf["second_push_over_cli"] > 0
     kinds = sorted(r["kind"] for r in size["runs"])
-    assert kinds == ["cli", "full", "slim"]
+    assert kinds == ["cli", "full", "slim", "slim_again"]
     assert "dagster_over_cli/12/leaf" in results["targets"]
+    assert "second_push_over_cli/12/leaf" in results["targets"]

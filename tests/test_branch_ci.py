@@ -287,3 +287,37 @@ def test_branch_run_reports_its_impact_on_the_data(prod_env, tmp_path) -> None:
         assert key in metadata["impact"]
     assert "customers" in metadata["impact_headline"]
     assert "Impact vs prod" in metadata["summary"]
+
+
+def test_a_second_push_starts_from_the_branchs_previous_parse(prod_env, tmp_path) -> None:
+    """Each run of a branch checks out at the branch's stable path and leaves its parse
+    behind; the next push re-parses only what changed. A node whose file did not change
+    still reads its own files from the new checkout (a seed, selected explicitly)."""
+    import fcntl
+
+    branch = "feature/second-push"
+    mart = "dbt_project/models/marts/payment_method_summary.sql"
+    original = (prod_env.repo / mart).read_text()
+    push_branch(prod_env.repo, branch, {mart: original + "\n-- first push\n"}, tmp_path)
+    first = _run_branch(prod_env, branch)
+    assert first.success, _failure_message(first)
+    assert _output_metadata(first)["previous_parse"] == "none"
+
+    push_branch(prod_env.repo, branch, {mart: original + "\n-- second push\n"}, tmp_path)
+    second = _run_branch(prod_env, branch, select="state:modified+ country_codes")
+    assert second.success, _failure_message(second)
+    metadata = _output_metadata(second)
+    assert metadata["previous_parse"] == "reused"
+    assert {"model.shop.payment_method_summary", "seed.shop.country_codes"} <= set(metadata["selected_nodes"])
+    schema = branch_schema_name(branch)
+    assert {"payment_method_summary", "country_codes"} <= _branch_relations(prod_env, schema)
+
+    # While another run of the branch holds its checkout, a run gets a path of its own and
+    # parses in full (the cached parse names the other path).
+    lock_path = prod_env.settings.scratch_path() / "locks" / f"{schema}.lock"
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        third = _run_branch(prod_env, branch)
+    assert third.success, _failure_message(third)
+    assert _output_metadata(third)["previous_parse"] == "none"
+    assert _no_leftover_worktrees(prod_env)

@@ -47,16 +47,19 @@ def uses_state_selector(select: str, exclude: str | None = None) -> bool:
 
 
 def state_args(state: StateArgs, *, defer: bool) -> list[str]:
-    """``--state`` for selection, plus ``--defer --defer-state`` when deferring.
+    """``--state`` for selection, plus ``--defer`` (and ``--defer-state``) when deferring.
 
-    ``--defer-state`` is always given explicitly rather than relying on ``--state``
-    doubling as the deferral state, so that comparison and deferral can differ.
+    ``--defer-state`` is given only when deferral resolves to another manifest than the
+    comparison (a branch behind main): dbt defers to ``--state`` when it is absent, and
+    each state directory costs dbt a full manifest load (about 1.5 s at 1,000 models).
     """
     args: list[str] = []
     if state.compare_state is not None:
         args += ["--state", os.fspath(state.compare_state)]
     if defer and state.defer_state is not None:
-        args += ["--defer", "--defer-state", os.fspath(state.defer_state)]
+        args.append("--defer")
+        if state.defer_state != state.compare_state:
+            args += ["--defer-state", os.fspath(state.defer_state)]
         if state.favor_state:
             args.append("--favor-state")
     return args

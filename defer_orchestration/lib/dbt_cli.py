@@ -65,6 +65,14 @@ class DbtRun:
         """The last lines of dbt's output, for error messages."""
         return "\n".join(self.output.rstrip().splitlines()[-lines:])
 
+    def raise_for_failure(self, project_dir: Path) -> None:
+        """Raise a ``DbtInvocationError`` with dbt's last lines unless dbt exited 0."""
+        if not self.ok:
+            raise DbtInvocationError(
+                f"`dbt {' '.join(self.args)}` failed (exit {self.returncode}) in "
+                f"{project_dir}. Last lines of its output:\n{self.tail()}"
+            )
+
     def run_results(self) -> dict | None:
         """``run_results.json`` of this invocation, if dbt wrote one."""
         path = self.target_path / "run_results.json"
@@ -89,6 +97,15 @@ def build_command(args: Sequence[str], paths: DbtPaths, *, target: str | None) -
     return command
 
 
+def dbt_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment dbt runs in: ours, plus ``env``, without usage pings or colours."""
+    run_env = {**os.environ, **(env or {})}
+    # dbt otherwise writes a user-level .user.yml and pings for anonymous usage stats.
+    run_env.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+    run_env.setdefault("DBT_USE_COLORS", "false")
+    return run_env
+
+
 def run_dbt(
     args: Sequence[str],
     paths: DbtPaths,
@@ -102,10 +119,7 @@ def run_dbt(
     paths.target_path.mkdir(parents=True, exist_ok=True)
     paths.log_path.mkdir(parents=True, exist_ok=True)
     command = build_command(args, paths, target=target)
-    run_env = {**os.environ, **(env or {})}
-    # dbt otherwise writes a user-level .user.yml and pings for anonymous usage stats.
-    run_env.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
-    run_env.setdefault("DBT_USE_COLORS", "false")
+    run_env = dbt_environment(env)
     started = time.monotonic()
     try:
         completed = subprocess.run(
@@ -130,9 +144,6 @@ def run_dbt(
         seconds=time.monotonic() - started,
         target_path=paths.target_path,
     )
-    if check and not result.ok:
-        raise DbtInvocationError(
-            f"`dbt {' '.join(args)}` failed (exit {result.returncode}) in "
-            f"{paths.project_dir}. Last lines of its output:\n{result.tail()}"
-        )
+    if check:
+        result.raise_for_failure(paths.project_dir)
     return result

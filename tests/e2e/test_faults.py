@@ -386,43 +386,36 @@ def test_a_foreign_lock_is_waited_for_then_named_and_nothing_is_reported(
 def _hold_the_lock_around_dbt_build(monkeypatch, settings, *, release_after_first: bool):
     """Make a foreign process take the lock right before `dbt build` (after our own
     connections closed): the window in which only dbt itself can notice the holder."""
-    from defer_orchestration import branch_build
+    from defer_orchestration.lib.dbt_session import DbtSession
 
-    real_run_dbt = branch_build.run_dbt
+    real_invoke = DbtSession.invoke
     holders: list[ForeignLockHolder] = []
     builds: list[int] = []
 
-    def run_dbt(args, paths, **kwargs):
+    def invoke(self, args, paths, **kwargs):
         if not (args and args[0] == "build"):
-            return real_run_dbt(args, paths, **kwargs)
+            return real_invoke(self, args, paths, **kwargs)
         builds.append(1)
         if len(builds) == 1:
             holders.append(ForeignLockHolder(settings.warehouse_path()))
         try:
-            return real_run_dbt(args, paths, **kwargs)
+            return real_invoke(self, args, paths, **kwargs)
         finally:
             if release_after_first and len(builds) == 1:
                 holders[0].release()
 
-    monkeypatch.setattr(branch_build, "run_dbt", run_dbt)
+    monkeypatch.setattr(DbtSession, "invoke", invoke)
     return holders, builds
 
 
-def _dbt_build_retries_on_lock() -> bool:
-    from defer_orchestration import branch_build
-
-    return hasattr(branch_build, "_build_waiting_for_the_warehouse")
-
-
-def test_a_lock_taken_just_before_dbt_build_is_waited_for_or_named(
+def test_a_lock_taken_just_before_dbt_build_is_waited_for(
     prod_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """dbt opens the DuckDB file itself. A holder appears between our last connection and
     `dbt build` and goes away once dbt has failed on it.
 
-    With dbt build retried on the lock (proposed ``_build_waiting_for_the_warehouse``) the
-    retry builds and the run succeeds. Without it (today) the run fails naming the holder,
-    and nothing is reported or left half-built.
+    dbt build is retried on the lock (``_build_waiting_for_the_warehouse``, in a fresh dbt
+    session process): the retry builds and the run succeeds.
     """
     settings = DeferOrchSettings(
         home=prod_env.settings.home,
@@ -443,19 +436,10 @@ def test_a_lock_taken_just_before_dbt_build_is_waited_for_or_named(
             holder.release()
     assert holders, "dbt build was never reached"
     schema = branch_schema_name(branch)
-    if _dbt_build_retries_on_lock():
-        assert len(builds) == 2, builds  # the first attempt met the lock, the retry built
-        assert result.success, _step_failure(result)[0]
-        with warehouse.connect(settings.warehouse_path(), read_only=True) as conn:
-            assert set(warehouse.list_relations(conn, schema)) == {Path(model).stem}
-    else:
-        assert len(builds) == 1
-        assert not result.success
-        assert not any(e.is_successful_output for e in result.all_node_events)
-        message, _ = _step_failure(result)
-        assert f"PID {holders[0].proc.pid}" in message, message
-        with warehouse.connect(settings.warehouse_path(), read_only=True) as conn:
-            assert warehouse.list_relations(conn, schema) == {}
+    assert len(builds) == 2, builds  # the first attempt met the lock, the retry built
+    assert result.success, _step_failure(result)[0]
+    with warehouse.connect(settings.warehouse_path(), read_only=True) as conn:
+        assert set(warehouse.list_relations(conn, schema)) == {Path(model).stem}
     root = worktrees_dir(settings)
     assert not root.exists() or not any(
         p.name.startswith(worktree_prefix(schema)) for p in root.iterdir()

@@ -17,6 +17,18 @@ def test_build_defers_to_the_defer_state_and_compares_to_the_compare_state() -> 
     ]  # fmt: skip
 
 
+def test_one_state_directory_is_passed_once() -> None:
+    # dbt loads every state directory it is given; --state doubles as the deferral state.
+    state = StateArgs(compare_state=Path("/prod"), defer_state=Path("/prod"))
+    args = dbt_args.build_args("state:modified+", None, state)
+    assert args == ["build", "--select", "state:modified+", "--state", "/prod", "--defer"]
+
+
+def test_deferral_without_a_comparison_names_the_defer_state() -> None:
+    args = dbt_args.build_args("orders+", None, StateArgs(compare_state=None, defer_state=Path("/prod")))
+    assert args == ["build", "--select", "orders+", "--defer", "--defer-state", "/prod"]
+
+
 def test_favor_state_full_refresh_and_exclude() -> None:
     state = StateArgs(compare_state=Path("/p"), defer_state=Path("/p"), favor_state=True)
     args = dbt_args.build_args("state:modified+ tag:x", "orders", state, full_refresh=True)

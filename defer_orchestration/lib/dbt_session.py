@@ -1,0 +1,241 @@
+"""One dbt process for a branch run's whole sequence: parse once, preview, build.
+
+A branch run needs dbt three times: to parse the branch, to list what the selection
+picks (the pre-flight checks run between listing and building), and to build. As three
+CLI processes that costs three interpreter starts with dbt's imports (~3 s each here) and
+a second load of the parse. A session is one child process driving dbt's programmatic
+API (``dbtRunner``): the parse's ``Manifest`` stays in memory and the listing and the
+build reuse it, so a slim run pays dbt's start-up and parse once, like a plain
+``dbt build --defer``.
+
+It is still a separate process, not dbt inside the Dagster run worker: stopping a run
+kills it like any subprocess, dbt's global state and its DuckDB handle die with it (the
+warehouse lock is released when the session ends), and nothing it does can reach
+Dagster's event log.
+
+Protocol: the parent writes one JSON object per line to the child's stdin
+(``{"args": [...]}``); the child runs it and answers with one JSON line on the stdout
+it started with (``{"success": ..., "exception": ...}``). dbt's own log lines for each
+command go to the file the request names (``"output"``). EOF on stdin ends the session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from defer_orchestration.lib.dbt_cli import DbtPaths, DbtRun, build_command, dbt_environment
+from defer_orchestration.lib.errors import DbtInvocationError
+
+# Commands that only read the parsed manifest; any other command (build mutates it while
+# merging deferred relations) makes the next command parse again (partially, from disk).
+_READ_ONLY = frozenset({"parse", "ls", "list"})
+
+
+class DbtSession:
+    """A dbt child process that runs commands one after another, sharing one parse.
+
+    Use as a context manager; leaving it ends the process (killed if still busy, e.g.
+    when the Dagster run is cancelled mid-build).
+    """
+
+    def __init__(self, log_dir: Path, *, env: Mapping[str, str] | None = None) -> None:
+        self.log_dir = log_dir
+        self._env = dict(env or {})
+        self._process: subprocess.Popen[str] | None = None
+        self._stderr: IO[str] | None = None
+        self._count = 0
+
+    def start(self) -> DbtSession:
+        """Start the child now (it imports dbt while the caller prepares the checkout)."""
+        if self._process is not None:
+            return self
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._stderr = open(self._stderr_path(), "a", encoding="utf-8")
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "defer_orchestration.lib.dbt_session"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self._stderr,
+                text=True,
+                env=dbt_environment(self._env),
+            )
+        except OSError as exc:
+            self._stderr.close()
+            raise DbtInvocationError(f"could not start a dbt session ({sys.executable}): {exc}") from exc
+        return self
+
+    def invoke(
+        self, args: Sequence[str], paths: DbtPaths, *, target: str | None = None, check: bool = False
+    ) -> DbtRun:
+        """Run one dbt command (``["build", "--select", ...]``) and return what it did."""
+        self.start()
+        assert self._process is not None and self._process.stdin and self._process.stdout
+        self._count += 1
+        output_path = self.log_dir / f"session-{self._count:02d}-{args[0]}.out"
+        command = build_command(args, paths, target=target)[1:]
+        paths.target_path.mkdir(parents=True, exist_ok=True)
+        paths.log_path.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        try:
+            self._process.stdin.write(json.dumps({"args": command, "output": str(output_path)}) + "\n")
+            self._process.stdin.flush()
+            line = self._process.stdout.readline()
+        except (BrokenPipeError, OSError):
+            line = ""
+        if not line:
+            raise DbtInvocationError(
+                f"the dbt session process ended unexpectedly during `dbt {' '.join(args)}` "
+                f"(exit {self._process.poll()}). Its error output:\n{self._stderr_tail()}"
+            )
+        reply = json.loads(line)
+        output = output_path.read_text(encoding="utf-8", errors="replace") if output_path.is_file() else ""
+        if reply.get("exception"):
+            output += f"\n{reply['exception']}\n"
+        run = DbtRun(
+            args=tuple(args),
+            returncode=0 if reply["success"] else (2 if reply.get("exception") else 1),
+            output=output,
+            seconds=time.monotonic() - started,
+            target_path=paths.target_path,
+        )
+        if check:
+            run.raise_for_failure(paths.project_dir)
+        return run
+
+    def close(self) -> None:
+        """End the session: EOF lets an idle child exit; a busy one is killed."""
+        process, self._process = self._process, None
+        if process is not None:
+            try:
+                if process.poll() is None and process.stdin:
+                    process.stdin.close()
+                process.wait(timeout=10)
+            except (subprocess.TimeoutExpired, OSError):
+                pass
+            finally:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+                if process.stdout:
+                    process.stdout.close()
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+
+    def kill(self) -> None:
+        """Stop the child at once (whatever it is doing)."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+        self.close()
+
+    def restart(self) -> DbtSession:
+        """A fresh child (e.g. after dbt met a locked warehouse): nothing carried over."""
+        self.kill()
+        return self.start()
+
+    def __enter__(self) -> DbtSession:
+        return self.start()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.kill()  # interrupted (e.g. run cancelled): do not wait for dbt
+        else:
+            self.close()
+
+    def _stderr_path(self) -> Path:
+        return self.log_dir / "session.stderr"
+
+    def _stderr_tail(self, lines: int = 30) -> str:
+        path = self._stderr_path()
+        if not path.is_file():
+            return "(none)"
+        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]) or "(none)"
+
+
+# --- the child ---------------------------------------------------------------------
+
+
+def _share_state_loads() -> None:
+    """Load each ``--state`` directory once per session instead of once per command.
+
+    The listing and the build read the same production manifest; loading it costs about
+    1.8 s at 1,000 models. dbt only reads these objects (deferral copies relation names
+    out of them), and the published state directories never change. Keyed by the files'
+    modification times too, so a directory rewritten mid-session is loaded again. If a
+    dbt version moves ``PreviousState``, this does nothing and dbt loads as usual.
+    """
+    import dbt.task.runnable as runnable
+
+    original = getattr(runnable, "PreviousState", None)
+    if original is None or getattr(original, "_defer_orchestration_shared", False):
+        return
+    loaded: dict[tuple, Any] = {}
+
+    def shared(state_path: Path, target_path: Path, project_root: Path) -> Any:
+        stamps = tuple(
+            (Path(state_path) / name).stat().st_mtime_ns if (Path(state_path) / name).exists() else None
+            for name in ("manifest.json", "run_results.json", "sources.json")
+        )
+        key = (str(state_path), str(target_path), str(project_root), stamps)
+        if key not in loaded:
+            loaded[key] = original(state_path=state_path, target_path=target_path, project_root=project_root)
+        return loaded[key]
+
+    shared._defer_orchestration_shared = True  # type: ignore[attr-defined]
+    runnable.PreviousState = shared  # type: ignore[assignment]
+
+
+def _serve(requests: IO[str], replies: IO[str]) -> None:
+    """Run each request with dbt's programmatic API until EOF."""
+    from dbt.cli.main import dbtRunner  # imported here: the parent never loads dbt
+
+    _share_state_loads()
+    manifest: Any = None
+    for line in requests:
+        if not line.strip():
+            continue
+        request = json.loads(line)
+        args: list[str] = request["args"]
+        with open(request["output"], "w", encoding="utf-8") as out:
+            real_stdout, sys.stdout = sys.stdout, out
+            try:
+                result = dbtRunner(manifest=manifest).invoke(list(args))
+            finally:
+                sys.stdout = real_stdout
+        command = args[0]
+        if command == "parse" and result.success:
+            manifest = result.result
+        elif command not in _READ_ONLY:
+            manifest = None
+        exception = result.exception
+        replies.write(
+            json.dumps(
+                {
+                    "success": bool(result.success),
+                    "exception": f"{type(exception).__name__}: {exception}" if exception else None,
+                }
+            )
+            + "\n"
+        )
+        replies.flush()
+
+
+def main() -> None:
+    """Entry point of the child: replies go to the stdout it started with; everything
+    else written to file descriptor 1 (stray prints, C libraries) goes to stderr."""
+    replies = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
+    sys.stdout = os.fdopen(1, "w", encoding="utf-8", closefd=False)
+    _serve(sys.stdin, replies)
+
+
+if __name__ == "__main__":
+    main()
