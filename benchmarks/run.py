@@ -57,7 +57,7 @@ from benchmarks.generate_project import GeneratedProject, generate_project  # no
 
 SCHEMA_VERSION = 1
 CHANGES = ("leaf", "mid", "hub")
-MEASUREMENTS = ("slim", "overhead", "load", "sensor")
+MEASUREMENTS = ("slim", "overhead", "load", "sensor", "contention")
 TARGETS = {
     "leaf_slim_over_full_at_1000": 0.10,
     "dagster_over_cli": 1.10,
@@ -365,19 +365,30 @@ class PhaseRecorder:
         self.wrap(warehouse, "register_branch_schema", "warehouse_register")
         # dbt: the merge-base parse (a CLI process) and the run's dbt session commands.
         self.wrap(branch_build, "run_dbt", lambda args, *a, **k: f"dbt_{args[0]}")
-        from defer_orchestration.lib.dbt_session import DbtSession
+        # A session command is sent (submit) and later waited for; the phase is the time
+        # the run is blocked waiting, the dbt split spans sending to the reply.
+        from defer_orchestration.lib.dbt_session import DbtSession, PendingCommand
 
-        self.wrap(DbtSession, "invoke", lambda session, args, *a, **k: f"dbt_{args[0]}")
-        timed_invoke = DbtSession.invoke
+        self.wrap(PendingCommand, "wait", lambda pending, *a, **k: f"dbt_{pending.args[0]}")
+        self.wrap(DbtSession, "close", "dbt_session_exit")
+        timed_wait, submit = PendingCommand.wait, DbtSession.submit
+        sent: dict[int, float] = {}
 
-        def invoke(session: Any, args: Sequence[str], paths: Any, *a: Any, **k: Any) -> Any:
-            spawned = time.time()
+        def timed_submit(session: Any, *a: Any, **k: Any) -> Any:
+            pending = submit(session, *a, **k)
+            sent[id(pending)] = time.time()
+            return pending
+
+        def wait(pending: Any, *a: Any, **k: Any) -> Any:
             try:
-                return timed_invoke(session, args, paths, *a, **k)
+                return timed_wait(pending, *a, **k)
             finally:
-                self.dbt_calls.append((args[0], spawned, time.time(), Path(paths.log_path)))
+                spawned = sent.pop(id(pending), time.time())
+                self.dbt_calls.append((pending.args[0], spawned, time.time(), Path(pending.paths.log_path)))
 
-        setattr(DbtSession, "invoke", invoke)
+        self._undo.append((DbtSession, "submit", submit))
+        setattr(DbtSession, "submit", timed_submit)
+        setattr(PendingCommand, "wait", wait)
         self.wrap(branch_build, "summarize", "summary")
         self.wrap(dbt_artifacts, "load_json", "load_artifacts")
         return self
@@ -400,6 +411,7 @@ PHASES = (
     "dbt_ls",
     "preflight",
     "dbt_build",
+    "dbt_session_exit",
     "data_diff",
     "load_artifacts",
     "summary",
@@ -1107,10 +1119,12 @@ def render_markdown(results: dict[str, Any]) -> str:
             lines += [""]
         lines += [
             "**Where a branch run's time goes** (median seconds per phase of the Dagster runs, "
-            "timed in-process around the product's own functions; Dagster = wall minus all phases)",
+            "timed in-process around the product's own functions; Dagster = wall minus all phases; "
+            "dbt parse = the time the run waits for the parse: registering the schema and reading "
+            "production's artifacts happen while dbt parses)",
             "",
             "| N | change | wall | Dagster | resolve manifest | git + merge-base | worktree | warehouse open + register | "
-            "dbt parse | dbt ls | pre-flight | dbt build | data diff | artifacts + summary | other |",
+            "dbt parse (waited for) | dbt ls | pre-flight | dbt build + process exit | data diff | artifacts + summary | other |",
             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         combined = False
@@ -1133,7 +1147,7 @@ def render_markdown(results: dict[str, Any]) -> str:
                     f"| {size['n_models']} | {change} | {wall:.1f} | {g('dagster'):.2f} | {g('resolve_manifest'):.2f} | "
                     f"{g('git_mirror', 'choose_comparison'):.2f} | {g('worktree'):.2f} | "
                     f"{warehouse} | {g('dbt_parse'):.1f} | {g('dbt_ls'):.1f} | {preflight} | "
-                    f"{g('dbt_build'):.1f} | {diff} | {g('load_artifacts', 'summary'):.2f} | "
+                    f"{g('dbt_build', 'dbt_session_exit'):.1f} | {diff} | {g('load_artifacts', 'summary'):.2f} | "
                     f"{g('branch_build_other', 'report_metadata'):.2f} |"
                 )
         if combined:
@@ -1210,6 +1224,11 @@ def render_markdown(results: dict[str, Any]) -> str:
                 f"{_fmt(row['ls_remote_seconds_steady'], 3)} |"
             )
         lines += [""]
+    contention = results.get("contention", [])
+    if contention:
+        from benchmarks.contention import render_contention
+
+        lines += render_contention(contention)
     met = results.get("targets", {})
     if met:
         lines += ["**Targets**", "", "| target | limit | measured | met |", "|---|---:|---:|---|"]
@@ -1247,6 +1266,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--branches", type=int, nargs="*", default=[1, 100, 1000], help="branch counts for sensor ticks")
     parser.add_argument("--skip", nargs="*", choices=MEASUREMENTS, default=[],
                         help="measurements to skip (slim = every branch run; overhead = the raw CLI runs)")
+    parser.add_argument("--contention-sizes", type=int, nargs="*", default=[100],
+                        help="project sizes for the contention measurement (the real Dagster stack)")
+    parser.add_argument("--contention-branches", type=int, default=3,
+                        help="branch runs launched together with one prod_build_job")
     parser.add_argument("--no-warmup", action="store_true",
                         help="skip the untimed warm-up branch run per size (smoke tests)")
     parser.add_argument("--no-data-diff", action="store_true",
@@ -1297,6 +1320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "branch_runs": [],
         "load": [],
         "sensor": [],
+        "contention": [],
     }
     try:
         if "slim" not in skip:
@@ -1318,12 +1342,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                 results["load"].append(bench_load(n, work / f"load-n{n}", repeats=reps, first_repeats=min(first, reps)))
         if "sensor" not in skip and args.branches:
             results["sensor"] = bench_sensor(args.branches, work, repeats=args.repeats)
+        if "contention" not in skip:
+            from benchmarks.contention import bench_contention
+
+            for n in args.contention_sizes:
+                log(f"N={n}: contention, prod_build_job + {args.contention_branches} branch runs at once")
+                results["contention"].append(
+                    bench_contention(
+                        n, work / f"contention-n{n}", branch_runs=args.contention_branches,
+                        repeats=repeats_at.get(n, args.repeats),
+                        data_diff=False if args.no_data_diff else None,
+                    )
+                )
     finally:
         results["meta"]["total_seconds"] = round(time.monotonic() - started, 1)
         measured = {
             "branch_runs": "slim" not in skip,
             "load": "load" not in skip,
             "sensor": "sensor" not in skip and bool(args.branches),
+            "contention": "contention" not in skip,
         }
         invocation = {
             key: results["meta"][key]

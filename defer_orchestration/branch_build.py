@@ -28,7 +28,7 @@ from defer_orchestration.lib.branch_summary import BranchBuildSummary, deferred_
 from defer_orchestration.lib.data_diff import DiffSettings, ModelDiff
 from defer_orchestration.lib.dbt_args import StateArgs
 from defer_orchestration.lib.dbt_cli import DbtPaths, DbtRun, run_dbt
-from defer_orchestration.lib.dbt_session import DbtSession
+from defer_orchestration.lib.dbt_session import DbtSession, PendingCommand
 from defer_orchestration.lib.errors import (
     ConfigurationError,
     DbtInvocationError,
@@ -301,22 +301,24 @@ def _run_branch_build(
         state = StateArgs(comparison.path, published.path, favor_state=request.favor_state)
         state_note = comparison.note
 
-    with warehouse.connect(
-        settings.warehouse_path(), lock_timeout_s=settings.warehouse_lock_timeout_s
-    ) as conn:
-        # Registered before building, so teardown can drop even a half-built schema.
-        warehouse.register_branch_schema(conn, schema, branch=request.branch, sha=sha, now=clock())
-    _write_state(run_dir, sha=sha, state=state, exclude=exclude)
-
     with _branch_checkout(settings, mirror, schema, sha, run_id) as (checkout, stable):
         paths = _branch_paths(settings, branch_settings, checkout, run_dir, schema, request.branch, sha)
-        parse = _parse(dbt, paths, settings, schema, reuse=request.reuse_parse and stable)
+        parsing = _start_parse(dbt, paths, settings, schema, reuse=request.reuse_parse and stable)
+        # While dbt parses (the longest step of a slim run), talk to the warehouse and
+        # read production's artifacts.
+        with warehouse.connect(
+            settings.warehouse_path(), lock_timeout_s=settings.warehouse_lock_timeout_s
+        ) as conn:
+            # Registered before building, so teardown can drop even a half-built schema.
+            warehouse.register_branch_schema(conn, schema, branch=request.branch, sha=sha, now=clock())
+        _write_state(run_dir, sha=sha, state=state, exclude=exclude)
+        prod_manifest = _load_or_empty(published, "manifest.json")
+        prod_results = _load_or_empty(published, "run_results.json")
+        parse = parsing.finish()
         log.info(f"parsed in {parse.run.seconds:.1f}s (previous parse: {parse.partial_parse})")
         preview = _preview(dbt, paths, select, exclude, state)
         log.info(f"selection preview: {len(preview.selected)} nodes in {preview.run.seconds:.1f}s")
         branch_manifest = dbt_artifacts.load_json(paths.target_path / "manifest.json", what="branch manifest")
-        prod_manifest = _load_or_empty(published, "manifest.json")
-        prod_results = _load_or_empty(published, "run_results.json")
         if published is not None:
             mismatch = dbt_version_message(published.dbt_version, dbt_artifacts.dbt_version(branch_manifest))
             if mismatch:
@@ -537,21 +539,36 @@ class _Parse:
     partial_parse: str  # what became of the previous parse: reused / rejected: ... / none
 
 
-def _parse(
+@dataclass(frozen=True)
+class _Parsing:
+    """A parse in flight in the run's dbt session, started from the branch's last parse."""
+
+    pending: PendingCommand
+    cache: Path
+    seeded: bool
+    keep: bool
+
+    def finish(self) -> _Parse:
+        """Wait for dbt; fail the run if the branch does not parse; keep the new parse."""
+        run = self.pending.wait()
+        if not run.ok:
+            raise DbtInvocationError(
+                "the branch's dbt project does not parse; nothing was built. Fix the branch and "
+                f"push again. dbt said:\n{run.tail()}"
+            )
+        if self.keep:
+            parse_cache.keep(self.pending.paths.target_path, self.cache, self.pending.paths.project_dir)
+        return _Parse(run, parse_cache.outcome(self.seeded, run.output))
+
+
+def _start_parse(
     dbt: DbtSession, paths: DbtPaths, settings: DeferOrchSettings, schema: str, *, reuse: bool
-) -> _Parse:
-    """Parse the branch once for the whole session, starting from the branch's last parse."""
+) -> _Parsing:
+    """Seed the branch's previous parse (when ``reuse``) and start dbt's parse."""
     cache = parse_cache.cache_dir(settings.home_path(), schema)
     seeded = reuse and parse_cache.seed(cache, paths.target_path, paths.project_dir)
-    run = dbt.invoke(["parse"], paths, target=c.BRANCH_TARGET)
-    if not run.ok:
-        raise DbtInvocationError(
-            "the branch's dbt project does not parse; nothing was built. Fix the branch and "
-            f"push again. dbt said:\n{run.tail()}"
-        )
-    if reuse:
-        parse_cache.keep(paths.target_path, cache, paths.project_dir)
-    return _Parse(run, parse_cache.outcome(seeded, run.output))
+    pending = dbt.submit(["parse"], paths, target=c.BRANCH_TARGET)
+    return _Parsing(pending, cache, seeded, keep=reuse)
 
 
 @dataclass(frozen=True)

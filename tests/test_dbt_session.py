@@ -68,3 +68,13 @@ def test_a_dead_session_process_is_a_clear_error(tmp_path: Path) -> None:
     finally:
         dbt.close()
     assert dbt._process is None
+
+
+def test_a_submitted_command_runs_while_the_caller_works(tmp_path: Path) -> None:
+    paths = _paths(tmp_path)
+    with DbtSession(tmp_path / "session-logs") as dbt:
+        pending = dbt.submit(["parse"], paths, target="branch")
+        with pytest.raises(RuntimeError, match="one command at a time"):
+            dbt.submit(["ls"], paths, target="branch")
+        assert pending.wait(check=True).ok
+        assert (paths.target_path / "manifest.json").is_file()

@@ -206,13 +206,30 @@ def _qualified(relation: tuple[str, str]) -> str:
     return f"{quote_identifier(relation[0])}.{quote_identifier(relation[1])}"
 
 
-def _columns(conn: SqlConnection, dialect: SqlDialect, rel: tuple[str, str]) -> dict[str, str]:
-    """Column name -> upper-case data type, in table order ({} if the relation is missing)."""
-    schema, table = (quote_string_literal(part) for part in rel)
-    sql = "select column_name, data_type from information_schema.columns where "
-    sql += f"{dialect.catalog_filter} and table_schema = {schema} and table_name = {table} "
-    rows = _rows(conn, sql + "order by ordinal_position")
-    return {str(name): str(dtype).upper() for name, dtype in rows}
+Columns = dict[tuple[str, str], dict[str, str]]
+
+
+def _columns(conn: SqlConnection, dialect: SqlDialect, relations: Sequence[tuple[str, str]]) -> Columns:
+    """(schema, table) -> {column name -> upper-case data type} in table order, for every
+    relation of ``relations`` that exists, in one catalog query.
+
+    One query, not one per relation: DuckDB answers ``information_schema.columns`` by
+    listing every column of every table (about 17 ms with 2,000 tables), so asking per
+    relation made the diff of a big selection quadratic.
+    """
+    wanted = set(relations)
+    schemas = sorted({schema for schema, _ in wanted})
+    if not schemas:
+        return {}
+    listed = ", ".join(quote_string_literal(schema) for schema in schemas)
+    sql = "select table_schema, table_name, column_name, data_type from information_schema.columns "
+    sql += f"where {dialect.catalog_filter} and table_schema in ({listed}) "
+    sql += "order by table_schema, table_name, ordinal_position"
+    found: Columns = {}
+    for schema, table, name, dtype in _rows(conn, sql):
+        if (schema, table) in wanted:
+            found.setdefault((str(schema), str(table)), {})[str(name)] = str(dtype).upper()
+    return found
 
 
 def _key_problems(conn: SqlConnection, rel: tuple[str, str], side: str, key: str) -> list[str]:
@@ -301,14 +318,14 @@ def _key_level(
 
 def _diff_one(
     conn: SqlConnection, model: ModelToDiff, settings: DiffSettings, dialect: SqlDialect,
-    acc: dict[str, Any],
+    columns: Columns, acc: dict[str, Any],
 ) -> tuple[str, str | None]:
     """Fill ``acc`` with what was measured as it goes; return (status, message)."""
-    branch_cols = _columns(conn, dialect, model.branch_relation)
+    branch_cols = columns.get(model.branch_relation, {})
     branch = _qualified(model.branch_relation)
     if not branch_cols:
         raise _ModelError(f"branch relation {branch} does not exist; was it built?")
-    prod_cols = _columns(conn, dialect, model.prod_relation) if model.prod_relation else {}
+    prod_cols = columns.get(model.prod_relation, {}) if model.prod_relation else {}
     if not prod_cols:
         acc["branch_rows"] = int(_rows(conn, f"select count(*) from {branch}")[0][0])
         if model.prod_relation is None:
@@ -362,12 +379,15 @@ def diff_models(
     """
     if not settings.enabled:
         return []
+    relations = [model.branch_relation for model in models]
+    relations += [model.prod_relation for model in models if model.prod_relation]
+    columns = _columns(conn, dialect, relations)
     diffs = []
     for model in models:
         acc: dict[str, Any] = {}
         start = time.perf_counter()
         try:
-            status, message = _diff_one(conn, model, settings, dialect, acc)
+            status, message = _diff_one(conn, model, settings, dialect, columns, acc)
         except _ModelError as exc:
             status, message = "error", str(exc)
         except Exception as exc:  # noqa: BLE001 - one model's failure must not stop the rest

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -51,6 +52,7 @@ class DbtSession:
         self._process: subprocess.Popen[str] | None = None
         self._stderr: IO[str] | None = None
         self._count = 0
+        self._pending: PendingCommand | None = None
 
     def start(self) -> DbtSession:
         """Start the child now (it imports dbt while the caller prepares the checkout)."""
@@ -76,43 +78,63 @@ class DbtSession:
         self, args: Sequence[str], paths: DbtPaths, *, target: str | None = None, check: bool = False
     ) -> DbtRun:
         """Run one dbt command (``["build", "--select", ...]``) and return what it did."""
+        return self.submit(args, paths, target=target).wait(check=check)
+
+    def submit(self, args: Sequence[str], paths: DbtPaths, *, target: str | None = None) -> PendingCommand:
+        """Send one dbt command and return at once; ``.wait()`` on the result for what it
+        did. The caller works meanwhile (dbt parses while we talk to the warehouse).
+        One command at a time: wait for a command before submitting the next."""
+        if self._pending is not None:
+            raise RuntimeError("a dbt session runs one command at a time: wait() for the previous one")
         self.start()
-        assert self._process is not None and self._process.stdin and self._process.stdout
+        assert self._process is not None and self._process.stdin
         self._count += 1
         output_path = self.log_dir / f"session-{self._count:02d}-{args[0]}.out"
         command = build_command(args, paths, target=target)[1:]
         paths.target_path.mkdir(parents=True, exist_ok=True)
         paths.log_path.mkdir(parents=True, exist_ok=True)
-        started = time.monotonic()
+        pending = PendingCommand(self, tuple(args), paths, output_path, time.monotonic())
         try:
             self._process.stdin.write(json.dumps({"args": command, "output": str(output_path)}) + "\n")
             self._process.stdin.flush()
-            line = self._process.stdout.readline()
         except (BrokenPipeError, OSError):
-            line = ""
+            pending.broken = True
+        self._pending = pending
+        return pending
+
+    def _reply(self, pending: PendingCommand) -> DbtRun:
+        """Read the reply to ``pending`` (blocks until dbt has finished it)."""
+        assert self._process is not None and self._process.stdout
+        line = ""
+        if not pending.broken:
+            try:
+                line = self._process.stdout.readline()
+            except OSError:
+                line = ""
+        self._pending = None
+        args = pending.args
         if not line:
             raise DbtInvocationError(
                 f"the dbt session process ended unexpectedly during `dbt {' '.join(args)}` "
                 f"(exit {self._process.poll()}). Its error output:\n{self._stderr_tail()}"
             )
         reply = json.loads(line)
-        output = output_path.read_text(encoding="utf-8", errors="replace") if output_path.is_file() else ""
+        path = pending.output_path
+        output = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
         if reply.get("exception"):
             output += f"\n{reply['exception']}\n"
-        run = DbtRun(
-            args=tuple(args),
+        return DbtRun(
+            args=args,
             returncode=0 if reply["success"] else (2 if reply.get("exception") else 1),
             output=output,
-            seconds=time.monotonic() - started,
-            target_path=paths.target_path,
+            seconds=time.monotonic() - pending.started,
+            target_path=pending.paths.target_path,
         )
-        if check:
-            run.raise_for_failure(paths.project_dir)
-        return run
 
     def close(self) -> None:
         """End the session: EOF lets an idle child exit; a busy one is killed."""
         process, self._process = self._process, None
+        self._pending = None
         if process is not None:
             try:
                 if process.poll() is None and process.stdin:
@@ -158,6 +180,26 @@ class DbtSession:
         if not path.is_file():
             return "(none)"
         return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]) or "(none)"
+
+
+@dataclass
+class PendingCommand:
+    """A command sent to a dbt session whose reply has not been read yet."""
+
+    session: DbtSession
+    args: tuple[str, ...]
+    paths: DbtPaths
+    output_path: Path
+    started: float
+    broken: bool = False  # the child was gone before the command could be sent
+
+    def wait(self, *, check: bool = False) -> DbtRun:
+        """Block until dbt has finished the command; what it did (raise on failure if
+        ``check``)."""
+        run = self.session._reply(self)
+        if check:
+            run.raise_for_failure(self.paths.project_dir)
+        return run
 
 
 # --- the child ---------------------------------------------------------------------

@@ -418,11 +418,12 @@ class Stack:
             raise StackError(f"run {run_id}: {data}")
         return _with_tag_dict(data)
 
-    def run_events(self, run_id: str) -> list[dict[str, Any]]:
+    def run_events(self, run_id: str, query: str = RUN_EVENTS_QUERY) -> list[dict[str, Any]]:
+        """Every event of a run, page by page (``query`` may ask for more fields)."""
         events: list[dict[str, Any]] = []
         cursor = None
         while True:
-            data = self.gql(RUN_EVENTS_QUERY, {"runId": run_id, "cursor": cursor})["logsForRun"]
+            data = self.gql(query, {"runId": run_id, "cursor": cursor})["logsForRun"]
             if data["__typename"] != "EventConnection":
                 raise StackError(f"logs of run {run_id}: {data}")
             events.extend(data["events"])
