@@ -1052,6 +1052,12 @@ def targets(results: dict[str, Any]) -> dict[str, Any]:
                 "measured": leaf["slim_over_full"],
                 "met": leaf["slim_over_full"] is not None and leaf["slim_over_full"] <= TARGETS["leaf_slim_over_full_at_1000"],
             }
+        if leaf is not None and n == 1000 and leaf.get("second_push_over_full") is not None:
+            out["leaf_slim_over_full_at_1000 (second push)"] = {
+                "target": TARGETS["leaf_slim_over_full_at_1000"],
+                "measured": leaf["second_push_over_full"],
+                "met": leaf["second_push_over_full"] <= TARGETS["leaf_slim_over_full_at_1000"],
+            }
         for change, data in size["changes"].items():
             if data.get("dagster_over_cli") is not None:
                 out[f"dagster_over_cli/{n}/{change}"] = {
@@ -1241,6 +1247,13 @@ def render_markdown(results: dict[str, Any]) -> str:
 # Entry point -------------------------------------------------------------------------------
 
 
+def current_invocations(invocations: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The invocations (oldest first) whose results a merged file still holds: each
+    section comes from the last invocation that measured it."""
+    owner = {section: i for i, inv in enumerate(invocations) for section in inv.get("sections", [])}
+    return [inv for i, inv in enumerate(invocations) if i in owner.values()]
+
+
 def _parse_repeats_at(values: Sequence[str]) -> dict[int, int]:
     out = {}
     for value in values:
@@ -1373,8 +1386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if not fresh and previous.get(section):
                     results[section] = previous[section]
             earlier = previous.get("meta", {}).get("invocations") or []
-            kept = [i for i in earlier if set(i.get("sections", [])) - set(invocation["sections"])]
-            results["meta"]["invocations"] = kept + [invocation]
+            results["meta"]["invocations"] = current_invocations([*earlier, invocation])
         results["targets"] = targets(results)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")

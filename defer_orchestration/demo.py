@@ -166,7 +166,7 @@ def main() -> int:
     )
     print(f"production build: {prod_seconds:6.1f}s wall")
     print(
-        "(each run pays ~4-7 s of dbt start-up and parse; on this 20-model project that fixed "
+        "(each run pays ~5 s of dbt start-up and parse; on this 20-model project that fixed "
         "cost dominates the wall time, the node seconds show the work saved; see benchmarks/)"
     )
     print(f"branch schema {schema}: {'dropped' if schema not in remaining else 'STILL THERE'}")

@@ -132,3 +132,11 @@ def test_slim_vs_full_json_structure(tmp_path: Path) -> None:
     assert kinds == ["cli", "full", "slim", "slim_again"]
     assert "dagster_over_cli/12/leaf" in results["targets"]
     assert "second_push_over_cli/12/leaf" in results["targets"]
+
+
+def test_a_merged_results_file_lists_the_invocations_it_still_holds() -> None:
+    first = {"command": "a", "sections": ["branch_runs", "load", "sensor"]}
+    second = {"command": "b", "sections": ["branch_runs"]}
+    third = {"command": "c", "sections": ["load", "sensor", "contention"]}
+    assert bench_run.current_invocations([first, second, third]) == [second, third]
+    assert bench_run.current_invocations([first, second]) == [first, second]
