@@ -137,3 +137,28 @@ def fast_dir(prefix: str) -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def record_publication(instance, stored, *, created_at: float | None = None) -> None:
+    """Record in ``instance`` what ``prod_manifest`` records when it publishes ``stored``
+    (a ``ManifestStore`` version): the fields manifest resolution reads."""
+    import time
+
+    import dagster as dg
+
+    from defer_orchestration import constants as c
+
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            asset_key=c.PROD_MANIFEST_ASSET,
+            metadata={
+                "store_path": dg.MetadataValue.path(str(stored.path)),
+                "sha256": stored.files["manifest.json"],
+                "run_results_sha256": stored.files["run_results.json"],
+                "dbt_version": "1.11.0",
+                "created_at": dg.MetadataValue.timestamp(
+                    time.time() if created_at is None else created_at
+                ),
+            },
+        )
+    )

@@ -8,7 +8,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from defer_orchestration import constants as c
+from helpers import record_publication
+
 from defer_orchestration.lib.errors import (
     ManifestArtifactMissingError,
     ManifestChecksumError,
@@ -25,18 +26,7 @@ def _publish(instance: dg.DagsterInstance, store: ManifestStore, source: Path, m
     )
     (source / "run_results.json").write_text(json.dumps({"results": []}))
     stored = store.publish(source)
-    instance.report_runless_asset_event(
-        dg.AssetMaterialization(
-            asset_key=c.PROD_MANIFEST_ASSET,
-            metadata={
-                "store_path": dg.MetadataValue.path(str(stored.path)),
-                "sha256": stored.files["manifest.json"],
-                "run_results_sha256": stored.files["run_results.json"],
-                "dbt_version": "1.11.0",
-                "created_at": dg.MetadataValue.timestamp(1_700_000_000.0),
-            },
-        )
-    )
+    record_publication(instance, stored, created_at=1_700_000_000.0)
     return stored
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from helpers import delete_branch, push_branch
+from helpers import delete_branch, push_branch, record_publication
 
 from defer_orchestration import constants as c
 from defer_orchestration.assets.prod_manifest import build_prod_manifest_asset
@@ -40,22 +40,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 # Helpers -------------------------------------------------------------------------------------
-def _record_publication(instance: dg.DagsterInstance, stored) -> None:
-    """What prod_manifest records when it publishes (the fields resolution reads)."""
-    instance.report_runless_asset_event(
-        dg.AssetMaterialization(
-            asset_key=c.PROD_MANIFEST_ASSET,
-            metadata={
-                "store_path": dg.MetadataValue.path(str(stored.path)),
-                "sha256": stored.files["manifest.json"],
-                "run_results_sha256": stored.files["run_results.json"],
-                "dbt_version": "1.11.0",
-                "created_at": dg.MetadataValue.timestamp(time.time()),
-            },
-        )
-    )
-
-
 def _artifacts(directory: Path, marker: str, pad_bytes: int = 0) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     manifest = {"metadata": {"dbt_version": "1.11.0"}, "marker": marker, "pad": "x" * pad_bytes}
@@ -167,7 +151,7 @@ def test_sigkill_mid_publish_keeps_the_previous_version_latest_and_intact(tmp_pa
     previous = store.publish(_artifacts(tmp_path / "build1", "one"))
     large = _artifacts(tmp_path / "build2", "two", pad_bytes=32 * 1024 * 1024)
     with dg.instance_for_test() as instance:
-        _record_publication(instance, previous)
+        record_publication(instance, previous)
         proc = subprocess.Popen(
             [sys.executable, "-c", _PUBLISH_AND_STALL, str(store.root), str(large)],
             stdout=subprocess.PIPE,
@@ -204,7 +188,7 @@ def test_sigkill_mid_publish_keeps_the_previous_version_latest_and_intact(tmp_pa
             {previous.version, following.version}
         )
         assert store.verify(following.path, following.files).version == following.version
-        _record_publication(instance, following)
+        record_publication(instance, following)
         assert latest_published_manifest(instance).version == following.version
 
 
@@ -216,7 +200,7 @@ def test_corrupt_or_deleted_artifact_fails_a_branch_run_with_the_typed_error(
     store = ManifestStore(tmp_path / "artifacts")  # a copy: the session's store stays intact
     copy = store.publish(production.path)
     with dg.instance_for_test() as instance:
-        _record_publication(instance, copy)
+        record_publication(instance, copy)
         manifest = copy.path / "manifest.json"
 
         with open(manifest, "ab") as handle:  # bit rot / a stray editor save
