@@ -131,7 +131,7 @@ def git(cwd: Path, *args: str, stdin: str | None = None) -> str:
 
 def dbt_executable() -> str:
     """The dbt next to this interpreter (the product's own rule)."""
-    from defer_orchestration.lib.dbt_cli import dbt_executable as find
+    from defer_orchestration.dbt.cli import dbt_executable as find
 
     return find()
 
@@ -341,8 +341,11 @@ class PhaseRecorder:
         self._undo.append((owner, attr, original))
 
     def __enter__(self) -> PhaseRecorder:
-        from defer_orchestration import branch_build, jobs
-        from defer_orchestration.lib import dbt_artifacts, git as product_git, warehouse
+        from defer_orchestration.branch import build as branch_build
+        from defer_orchestration.defs import jobs
+        from defer_orchestration.dbt import artifacts as dbt_artifacts
+        from defer_orchestration.lib import git as product_git
+        from defer_orchestration.warehouse import duckdb as warehouse
 
         self.wrap(jobs, "_resolve_state", "resolve_manifest")
         self.wrap(jobs, "run_branch_build", "branch_build_other")
@@ -367,7 +370,7 @@ class PhaseRecorder:
         self.wrap(branch_build, "run_dbt", lambda args, *a, **k: f"dbt_{args[0]}")
         # A session command is sent (submit) and later waited for; the phase is the time
         # the run is blocked waiting, the dbt split spans sending to the reply.
-        from defer_orchestration.lib.dbt_session import DbtSession, PendingCommand
+        from defer_orchestration.dbt.session import DbtSession, PendingCommand
 
         self.wrap(PendingCommand, "wait", lambda pending, *a, **k: f"dbt_{pending.args[0]}")
         self.wrap(DbtSession, "close", "dbt_session_exit")
@@ -451,10 +454,10 @@ class BranchBench:
         import dagster as dg
 
         from defer_orchestration import constants as c
-        from defer_orchestration.branch_build import mirror_dir
+        from defer_orchestration.branch.build import mirror_dir
         from defer_orchestration.definitions import build_definitions
         from defer_orchestration.lib import git as product_git
-        from defer_orchestration.manifest_resolution import latest_published_manifest
+        from defer_orchestration.defs.manifest_resolution import latest_published_manifest
         from defer_orchestration.resources import BranchCiSettings, DeferOrchSettings
 
         self.c = c
@@ -570,7 +573,7 @@ class BranchBench:
     # The raw CLI --------------------------------------------------------------------------
 
     def _profiles(self, dest: Path, schema: str) -> Path:
-        from defer_orchestration.lib.profiles import profile_name, write_profiles_dir
+        from defer_orchestration.dbt.profiles import profile_name, write_profiles_dir
 
         return write_profiles_dir(
             dest,
@@ -949,7 +952,7 @@ def bench_sensor(branch_counts: Sequence[int], root: Path, *, repeats: int) -> l
 
     from defer_orchestration.lib import git as product_git
     from defer_orchestration.resources import BranchCiSettings, DeferOrchSettings
-    from defer_orchestration.sensors import build_branch_ci_sensor
+    from defer_orchestration.defs.sensors import build_branch_ci_sensor
 
     sensor = build_branch_ci_sensor()
     results = []

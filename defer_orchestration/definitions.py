@@ -14,22 +14,22 @@ import os
 import dagster as dg
 
 from defer_orchestration import constants as c
-from defer_orchestration.assets.prod_dbt import build_prod_dbt_assets
-from defer_orchestration.assets.prod_manifest import build_prod_manifest_asset
-from defer_orchestration.assets.raw_data import raw_tables
-from defer_orchestration.jobs import branch_ci_job, branch_teardown_job, prod_build_job
-from defer_orchestration.project import prepare_manifest
+from defer_orchestration.defs.assets.prod_dbt import build_prod_dbt_assets
+from defer_orchestration.defs.assets.prod_manifest import build_prod_manifest_asset
+from defer_orchestration.demo.assets import raw_tables
+from defer_orchestration.defs.jobs import branch_ci_job, branch_teardown_job, prod_build_job
+from defer_orchestration.dbt.project import prepare_manifest
 from defer_orchestration.resources import (
     BranchCiSettings,
     DeferOrchSettings,
     branch_settings_from_env,
     settings_from_env,
 )
-from defer_orchestration.schedules import (
+from defer_orchestration.defs.schedules import (
     build_branch_schema_ttl_schedule,
     build_prod_build_schedule,
 )
-from defer_orchestration.sensors import build_branch_ci_sensor, build_branch_teardown_sensor
+from defer_orchestration.defs.sensors import build_branch_ci_sensor, build_branch_teardown_sensor
 
 
 def build_definitions(

@@ -31,7 +31,7 @@ from defer_orchestration import constants as c
 from defer_orchestration.lib import git
 from defer_orchestration.lib.errors import ConfigurationError
 from defer_orchestration.lib.manifest_store import ManifestStore
-from defer_orchestration.lib.profiles import duckdb_output, profile_name, write_profiles_dir
+from defer_orchestration.dbt.profiles import duckdb_output, profile_name, write_profiles_dir
 
 BUNDLED_DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt_project"
 

@@ -12,10 +12,10 @@ import pytest
 from helpers import branch_run_results, delete_branch, push_branch, run_branch, step_metadata
 
 from defer_orchestration import constants as c
-from defer_orchestration.branch_build import worktrees_dir
-from defer_orchestration.lib import warehouse
+from defer_orchestration.branch.build import worktrees_dir
+from defer_orchestration.warehouse import duckdb as warehouse
 from defer_orchestration.lib.schema_names import branch_schema_name, quote_identifier
-from defer_orchestration.sensors import build_branch_teardown_sensor
+from defer_orchestration.defs.sensors import build_branch_teardown_sensor
 
 INT_MODEL = "dbt_project/models/intermediate/int_customers__order_history.sql"
 INT_DESCENDANTS = {"int_customers__order_history", "customers", "country_revenue", "monthly_cohorts"}

@@ -8,9 +8,9 @@ import pytest
 
 from helpers import copy_bundled_project
 
-from defer_orchestration.lib import dbt_args
-from defer_orchestration.lib.dbt_cli import DbtPaths
-from defer_orchestration.lib.dbt_session import DbtSession
+from defer_orchestration.dbt import args as dbt_args
+from defer_orchestration.dbt.cli import DbtPaths
+from defer_orchestration.dbt.session import DbtSession
 from defer_orchestration.lib.errors import DbtInvocationError
 from defer_orchestration.resources import DeferOrchSettings
 

@@ -16,18 +16,20 @@ from conftest import ProdEnv, built_prod_env
 from helpers import branch_run_results, commit_all, git, push_branch, run_branch, step_metadata
 
 from defer_orchestration import constants as c
-from defer_orchestration.branch_build import (
+from defer_orchestration.branch.build import (
     BranchBuildRequest,
     choose_comparison,
     mirror_dir,
     parse_commit_manifest,
     worktrees_dir,
 )
-from defer_orchestration.lib import dbt_args, git as gitlib, warehouse
-from defer_orchestration.lib.dbt_args import StateArgs
-from defer_orchestration.lib.dbt_cli import DbtPaths, run_dbt
+from defer_orchestration.dbt import args as dbt_args
+from defer_orchestration.lib import git as gitlib
+from defer_orchestration.warehouse import duckdb as warehouse
+from defer_orchestration.dbt.args import StateArgs
+from defer_orchestration.dbt.cli import DbtPaths, run_dbt
 from defer_orchestration.lib.schema_names import branch_schema_name
-from defer_orchestration.manifest_resolution import latest_published_manifest
+from defer_orchestration.defs.manifest_resolution import latest_published_manifest
 
 X = "dbt_project/models/intermediate/int_orders__items_summed.sql"  # changed on main
 Y = "dbt_project/models/intermediate/int_customers__order_history.sql"  # changed on the branch

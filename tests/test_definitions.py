@@ -8,7 +8,7 @@ import sys
 import dagster as dg
 
 from defer_orchestration import constants as c
-from defer_orchestration.lib import synthetic_data
+from defer_orchestration.demo import synthetic_data
 
 
 def test_defs_has_exactly_the_documented_names(prod_env) -> None:

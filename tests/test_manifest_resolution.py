@@ -16,7 +16,7 @@ from defer_orchestration.lib.errors import (
     NoManifestPublishedError,
 )
 from defer_orchestration.lib.manifest_store import ManifestStore
-from defer_orchestration.manifest_resolution import latest_published_manifest
+from defer_orchestration.defs.manifest_resolution import latest_published_manifest
 
 
 def _publish(instance: dg.DagsterInstance, store: ManifestStore, source: Path, marker: str):

@@ -10,8 +10,8 @@ import dagster as dg
 
 from defer_orchestration import constants as c
 from defer_orchestration.definitions import build_definitions
-from defer_orchestration.lib import warehouse
-from defer_orchestration.manifest_resolution import latest_published_manifest
+from defer_orchestration.warehouse import duckdb as warehouse
+from defer_orchestration.defs.manifest_resolution import latest_published_manifest
 from defer_orchestration.resources import DeferOrchSettings
 
 

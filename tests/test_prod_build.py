@@ -7,9 +7,10 @@ import json
 import dagster as dg
 
 from defer_orchestration import constants as c
-from defer_orchestration.lib import synthetic_data, warehouse
+from defer_orchestration.demo import synthetic_data
+from defer_orchestration.warehouse import duckdb as warehouse
 from defer_orchestration.lib.manifest_store import sha256_file
-from defer_orchestration.manifest_resolution import latest_published_manifest
+from defer_orchestration.defs.manifest_resolution import latest_published_manifest
 
 EXPECTED_PROD_RELATIONS = {
     # staging views

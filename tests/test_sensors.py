@@ -11,9 +11,9 @@ import pytest
 from helpers import commit_all, delete_branch, git, init_repo
 
 from defer_orchestration import constants as c
-from defer_orchestration.jobs import branch_ci_job
+from defer_orchestration.defs.jobs import branch_ci_job
 from defer_orchestration.resources import BranchCiSettings, DeferOrchSettings
-from defer_orchestration.sensors import build_branch_ci_sensor, build_branch_teardown_sensor
+from defer_orchestration.defs.sensors import build_branch_ci_sensor, build_branch_teardown_sensor
 
 
 @pytest.fixture

@@ -26,15 +26,15 @@ import pytest
 from helpers import delete_branch, push_branch, record_publication
 
 from defer_orchestration import constants as c
-from defer_orchestration.assets.prod_manifest import build_prod_manifest_asset
-from defer_orchestration.branch_build import worktree_prefix, worktrees_dir
+from defer_orchestration.defs.assets.prod_manifest import build_prod_manifest_asset
+from defer_orchestration.branch.build import worktree_prefix, worktrees_dir
 from defer_orchestration.definitions import build_definitions
-from defer_orchestration.lib import warehouse
+from defer_orchestration.warehouse import duckdb as warehouse
 from defer_orchestration.lib.manifest_store import ManifestStore
 from defer_orchestration.lib.schema_names import branch_schema_name, quote_identifier
-from defer_orchestration.manifest_resolution import latest_published_manifest
+from defer_orchestration.defs.manifest_resolution import latest_published_manifest
 from defer_orchestration.resources import DeferOrchSettings
-from defer_orchestration.sensors import build_branch_teardown_sensor
+from defer_orchestration.defs.sensors import build_branch_teardown_sensor
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -241,7 +241,7 @@ def manifest_job(prod_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     )
     source = {"dir": latest_published_manifest(prod_env.instance).path}
     monkeypatch.setattr(
-        "defer_orchestration.assets.prod_manifest.prod_build_target_path",
+        "defer_orchestration.defs.assets.prod_manifest.prod_build_target_path",
         lambda _settings, _run_id: source["dir"],
     )
     # A fresh (unbound) prod_manifest over the session's dbt assets, bound to our settings.
@@ -370,7 +370,7 @@ def test_a_foreign_lock_is_waited_for_then_named_and_nothing_is_reported(
 def _hold_the_lock_around_dbt_build(monkeypatch, settings, *, release_after_first: bool):
     """Make a foreign process take the lock right before `dbt build` (after our own
     connections closed): the window in which only dbt itself can notice the holder."""
-    from defer_orchestration.lib.dbt_session import DbtSession
+    from defer_orchestration.dbt.session import DbtSession
 
     real_invoke = DbtSession.invoke
     holders: list[ForeignLockHolder] = []

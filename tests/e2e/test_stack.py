@@ -35,7 +35,7 @@ from .e2e_stack import LOCATION, REPOSITORY, TERMINAL, Stack, overlaps, wait_for
 from helpers import delete_branch, git, push_branch
 
 from defer_orchestration import constants as c
-from defer_orchestration.lib import warehouse
+from defer_orchestration.warehouse import duckdb as warehouse
 from defer_orchestration.lib.schema_names import branch_schema_name, quote_identifier
 
 pytestmark = [pytest.mark.e2e, pytest.mark.dbt]

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from defer_orchestration.lib.branch_plan import (
+from defer_orchestration.branch.plan import (
     BranchPlan,
     BranchPlanCursorError,
     PlannedBranchRun,

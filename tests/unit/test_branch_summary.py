@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from defer_orchestration.lib import branch_summary
+from defer_orchestration.branch import report as branch_summary
 
 
 def _node(kind: str, parents: list[str], materialized: str = "table", **extra) -> dict:

@@ -8,8 +8,8 @@ from typing import Any
 import duckdb
 import pytest
 
-from defer_orchestration.lib import data_diff as dd
-from defer_orchestration.lib.data_diff import DiffSettings, ModelDiff, ModelToDiff
+from defer_orchestration.diff import compare as dd
+from defer_orchestration.diff.compare import DiffSettings, ModelDiff, ModelToDiff
 
 BR = "br_x_0123456789"
 

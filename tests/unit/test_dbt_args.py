@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from defer_orchestration.lib import dbt_args
-from defer_orchestration.lib.dbt_args import StateArgs
+from defer_orchestration.dbt import args as dbt_args
+from defer_orchestration.dbt.args import StateArgs
 
 
 def test_build_defers_to_the_defer_state_and_compares_to_the_compare_state() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from defer_orchestration.lib import dbt_artifacts
+from defer_orchestration.dbt import artifacts as dbt_artifacts
 from defer_orchestration.lib.errors import ManifestError
 
 MANIFEST = {

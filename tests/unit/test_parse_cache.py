@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from defer_orchestration.lib import parse_cache
+from defer_orchestration.dbt import parse_cache
 
 
 def _parsed(target: Path, content: bytes) -> Path:

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from defer_orchestration.lib.errors import ConfigurationError
-from defer_orchestration.lib.profiles import duckdb_output, profile_name, write_profiles_dir
+from defer_orchestration.dbt.profiles import duckdb_output, profile_name, write_profiles_dir
 
 
 def test_profile_name_comes_from_dbt_project_yml(tmp_path: Path) -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from defer_orchestration.lib.branch_summary import DeferredParent
-from defer_orchestration.lib.state_checks import (
+from defer_orchestration.branch.report import DeferredParent
+from defer_orchestration.branch.preflight import (
     dbt_version_message,
     missing_deferred_relations,
     preflight_message,

@@ -8,8 +8,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from defer_orchestration.lib import synthetic_data
-from defer_orchestration.lib.synthetic_data import (
+from defer_orchestration.demo import synthetic_data
+from defer_orchestration.demo.synthetic_data import (
     RAW_SCHEMA,
     RAW_TABLES,
     raw_table_row_counts,

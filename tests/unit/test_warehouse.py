@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from defer_orchestration.lib import warehouse
+from defer_orchestration.warehouse import duckdb as warehouse
 from defer_orchestration.lib.errors import ProtectedSchemaError, WarehouseLockedError
 
 

@@ -23,12 +23,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from defer_orchestration import constants as c
-from defer_orchestration.lib import data_diff, dbt_args, dbt_artifacts, git, parse_cache, warehouse
-from defer_orchestration.lib.branch_summary import BranchBuildSummary, deferred_parents, summarize
-from defer_orchestration.lib.data_diff import DiffSettings, ModelDiff
-from defer_orchestration.lib.dbt_args import StateArgs
-from defer_orchestration.lib.dbt_cli import DbtPaths, DbtRun, run_dbt
-from defer_orchestration.lib.dbt_session import DbtSession, PendingCommand
+from defer_orchestration.diff import compare as data_diff
+from defer_orchestration.dbt import args as dbt_args
+from defer_orchestration.dbt import artifacts as dbt_artifacts
+from defer_orchestration.lib import git
+from defer_orchestration.dbt import parse_cache
+from defer_orchestration.warehouse import duckdb as warehouse
+from defer_orchestration.branch.report import BranchBuildSummary, deferred_parents, summarize
+from defer_orchestration.diff.compare import DiffSettings, ModelDiff
+from defer_orchestration.dbt.args import StateArgs
+from defer_orchestration.dbt.cli import DbtPaths, DbtRun, run_dbt
+from defer_orchestration.dbt.session import DbtSession, PendingCommand
 from defer_orchestration.lib.errors import (
     ConfigurationError,
     DbtInvocationError,
@@ -40,14 +45,14 @@ from defer_orchestration.lib.errors import (
 )
 from defer_orchestration.lib.manifest_store import sha256_file, version_of
 from defer_orchestration.lib.schema_names import branch_schema_name, guard_branch_schema
-from defer_orchestration.lib.state_checks import (
+from defer_orchestration.branch.preflight import (
     dbt_version_message,
     missing_deferred_relations,
     preflight_message,
     relation_address,
     stale_state_message,
 )
-from defer_orchestration.manifest_resolution import PublishedManifest
+from defer_orchestration.defs.manifest_resolution import PublishedManifest
 from defer_orchestration.resources import BranchCiSettings, DeferOrchSettings
 
 RETRY_SELECT = "result:error+ result:fail+"

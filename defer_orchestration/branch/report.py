@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from defer_orchestration.lib.dbt_artifacts import execution_times, relation_name, result_statuses
+from defer_orchestration.dbt.artifacts import execution_times, relation_name, result_statuses
 
 BUILT_TYPES = frozenset({"model", "seed", "snapshot"})
 TEST_TYPES = frozenset({"test", "unit_test"})

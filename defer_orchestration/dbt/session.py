@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from defer_orchestration.lib.dbt_cli import DbtPaths, DbtRun, build_command, dbt_environment
+from defer_orchestration.dbt.cli import DbtPaths, DbtRun, build_command, dbt_environment
 from defer_orchestration.lib.errors import DbtInvocationError
 
 # Commands that only read the parsed manifest; any other command (build mutates it while
@@ -62,7 +62,7 @@ class DbtSession:
         self._stderr = open(self._stderr_path(), "a", encoding="utf-8")
         try:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "defer_orchestration.lib.dbt_session"],
+                [sys.executable, "-m", "defer_orchestration.dbt.session"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=self._stderr,

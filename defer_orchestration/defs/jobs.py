@@ -16,20 +16,22 @@ import dagster as dg
 from pydantic import Field
 
 from defer_orchestration import constants as c
-from defer_orchestration.branch_build import (
+from defer_orchestration.branch.build import (
     BranchBuildReport,
     BranchBuildRequest,
     branch_run_dir,
     remove_branch_worktrees,
     run_branch_build,
 )
-from defer_orchestration.lib import data_diff, parse_cache, warehouse
-from defer_orchestration.lib.data_diff import DiffSettings
-from defer_orchestration.lib.branch_summary import to_markdown
-from defer_orchestration.lib.dbt_args import DEFAULT_BRANCH_SELECT
+from defer_orchestration.diff import compare as data_diff
+from defer_orchestration.dbt import parse_cache
+from defer_orchestration.warehouse import duckdb as warehouse
+from defer_orchestration.diff.compare import DiffSettings
+from defer_orchestration.branch.report import to_markdown
+from defer_orchestration.dbt.args import DEFAULT_BRANCH_SELECT
 from defer_orchestration.lib.errors import DeferOrchestrationError, NoManifestPublishedError
 from defer_orchestration.lib.schema_names import branch_schema_name, guard_branch_schema
-from defer_orchestration.manifest_resolution import (
+from defer_orchestration.defs.manifest_resolution import (
     PublishedManifest,
     latest_published_manifest,
     published_for_commit,

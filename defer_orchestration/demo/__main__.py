@@ -21,10 +21,10 @@ import dagster as dg
 
 from defer_orchestration import constants as c
 from defer_orchestration.definitions import build_definitions
-from defer_orchestration.lib import warehouse
-from defer_orchestration.lib.dbt_artifacts import load_json
+from defer_orchestration.warehouse import duckdb as warehouse
+from defer_orchestration.dbt.artifacts import load_json
 from defer_orchestration.lib.schema_names import branch_schema_name
-from defer_orchestration.manifest_resolution import latest_published_manifest
+from defer_orchestration.defs.manifest_resolution import latest_published_manifest
 from defer_orchestration.resources import BUNDLED_DBT_PROJECT_DIR, BranchCiSettings, DeferOrchSettings
 
 FEATURE_BRANCH = "feature/tune-intermediate"

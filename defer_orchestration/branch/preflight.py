@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from defer_orchestration.lib.branch_summary import DeferredParent
-from defer_orchestration.lib.dbt_artifacts import result_statuses
+from defer_orchestration.branch.report import DeferredParent
+from defer_orchestration.dbt.artifacts import result_statuses
 
 
 def stale_state_message(created_at: float, now: float, max_age_hours: float) -> str | None:

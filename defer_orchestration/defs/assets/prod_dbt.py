@@ -13,11 +13,11 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 
 from defer_orchestration import constants as c
-from defer_orchestration.lib import warehouse
-from defer_orchestration.lib.dbt_artifacts import result_statuses
-from defer_orchestration.lib.dbt_cli import dbt_executable
+from defer_orchestration.warehouse import duckdb as warehouse
+from defer_orchestration.dbt.artifacts import result_statuses
+from defer_orchestration.dbt.cli import dbt_executable
 from defer_orchestration.lib.errors import WarehouseError
-from defer_orchestration.project import newest_source_mtime, project_work_dir
+from defer_orchestration.dbt.project import newest_source_mtime, project_work_dir
 from defer_orchestration.resources import DeferOrchSettings
 
 PROD_DBT_ASSETS_NAME = "prod_dbt_models"

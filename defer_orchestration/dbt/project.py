@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from defer_orchestration import constants as c
-from defer_orchestration.lib.dbt_cli import DbtPaths, run_dbt
+from defer_orchestration.dbt.cli import DbtPaths, run_dbt
 from defer_orchestration.lib.errors import ConfigurationError
 from defer_orchestration.resources import DeferOrchSettings
 

@@ -11,7 +11,7 @@ import dagster as dg
 
 from defer_orchestration import constants as c
 from defer_orchestration.lib import git
-from defer_orchestration.lib.branch_plan import parse_cursor, plan_branch_runs, plan_teardown
+from defer_orchestration.branch.plan import parse_cursor, plan_branch_runs, plan_teardown
 from defer_orchestration.lib.errors import BranchNameError, DeferOrchestrationError
 from defer_orchestration.lib.schema_names import branch_schema_name
 from defer_orchestration.resources import BranchCiSettings, DeferOrchSettings

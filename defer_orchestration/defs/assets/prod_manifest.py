@@ -14,8 +14,9 @@ from pathlib import Path
 import dagster as dg
 
 from defer_orchestration import constants as c
-from defer_orchestration.assets.prod_dbt import prod_build_target_path
-from defer_orchestration.lib import dbt_artifacts, git
+from defer_orchestration.defs.assets.prod_dbt import prod_build_target_path
+from defer_orchestration.dbt import artifacts as dbt_artifacts
+from defer_orchestration.lib import git
 from defer_orchestration.lib.manifest_store import StoredVersion
 from defer_orchestration.resources import DeferOrchSettings
 

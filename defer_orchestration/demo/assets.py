@@ -7,7 +7,8 @@
 import dagster as dg
 
 from defer_orchestration import constants as c
-from defer_orchestration.lib import synthetic_data, warehouse
+from defer_orchestration.demo import synthetic_data
+from defer_orchestration.warehouse import duckdb as warehouse
 from defer_orchestration.resources import DeferOrchSettings
 
 
