@@ -19,14 +19,16 @@ $(STAMP): pyproject.toml setup.cfg
 demo: install
 	$(BIN)/python -m defer_orchestration.demo
 
-## The whole test suite (unit, Dagster-level, end-to-end), two workers; a module stays on one.
+## The whole test suite: the type check of the Dagster-free core (mypy --strict, see
+## setup.cfg), then unit, Dagster-level and end-to-end tests on two workers (a module stays on one).
 test: install
 	bash tests/e2e/ensure_chromium.sh
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
-## Unit tests only (no dbt): seconds.
+## Everything that runs without dbt: seconds.
 test-fast: install
-	$(BIN)/python -m pytest -q tests/unit
+	$(BIN)/python -m pytest -q -m "not dbt"
 
 ## The Dagster UI + daemon on a repo-local DAGSTER_HOME whose dagster.yaml limits the
 ## duckdb_warehouse pool to 1.

@@ -15,6 +15,10 @@ first core model(s) are hubs that a fixed share of later core models and marts d
 on. Output depends only on the arguments (``random.Random(seed)``): the same arguments
 give byte-identical files.
 
+Longer than the other benchmark modules on purpose: it does one job (plan the DAG, render
+its SQL and YAML, write the project) whose parts share the plan's private types, and
+nothing else imports them.
+
 Usage::
 
     python -m benchmarks.generate_project --models 1000 --out /tmp/bench1000 \\

@@ -12,6 +12,13 @@ BRANCH_CI_JOB = "branch_ci_job"
 BRANCH_CI_SENSOR = "branch_ci_sensor"
 BRANCH_TEARDOWN_JOB = "branch_teardown_job"
 BRANCH_TEARDOWN_SENSOR = "branch_teardown_sensor"
+BRANCH_SCHEMA_TTL_SCHEDULE = "branch_schema_ttl_schedule"
+
+# Ops and steps (run configs and the tests address them by these names).
+BRANCH_BUILD_OP = "branch_build"
+BRANCH_TEARDOWN_OP = "branch_teardown"
+RAW_TABLES_OP = "raw_tables"
+PROD_DBT_OP = "prod_dbt_models"
 
 # The Dagster concurrency pool every warehouse-opening step holds (limit 1 in dagster.yaml).
 WAREHOUSE_POOL = "duckdb_warehouse"
@@ -26,7 +33,7 @@ BRANCH_TAG = "defer_orchestration/branch"
 SHA_TAG = "defer_orchestration/sha"
 SCHEMA_TAG = "defer_orchestration/schema"
 
-# Environment variables (read lazily, when Dagster loads definitions; never at import).
+# Environment variables (read only by resources.py, when Dagster loads definitions).
 ENV_HOME = "DEFER_ORCH_HOME"
 ENV_DBT_PROJECT_DIR = "DEFER_ORCH_DBT_PROJECT_DIR"
 ENV_RAW_SCALE = "DEFER_ORCH_RAW_SCALE"
@@ -37,9 +44,9 @@ ENV_PROJECT_SUBDIR = "DEFER_ORCH_PROJECT_SUBDIR"
 ENV_BRANCH_INCLUDE = "DEFER_ORCH_BRANCH_INCLUDE"
 ENV_BRANCH_EXCLUDE = "DEFER_ORCH_BRANCH_EXCLUDE"
 ENV_SCHEMA_TTL_DAYS = "DEFER_ORCH_SCHEMA_TTL_DAYS"
+ENV_WAREHOUSE = "DEFER_ORCH_WAREHOUSE"
 ENV_SENSOR_INTERVAL_S = "DEFER_ORCH_SENSOR_INTERVAL_S"
 DEFAULT_SENSOR_INTERVAL_S = 30
 
 DEFAULT_HOME_DIRNAME = ".defer_orchestration"
 DEFAULT_PROD_CRON = "0 3 * * *"
-BRANCH_SCHEMA_TTL_SCHEDULE = "branch_schema_ttl_schedule"

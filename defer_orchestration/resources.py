@@ -1,9 +1,12 @@
-"""Configuration as Dagster resources, with EnvVar and documented defaults.
+"""Configuration: the one place the environment is read.
 
+Run-time settings are Dagster resources with ``EnvVar`` and documented defaults; they
+convert to the plain settings the core takes (``core()``, ``repo_settings()``).
 Nothing here reads the environment at import time. :func:`settings_from_env` is called
 when Dagster loads the definitions; it hands Dagster an ``EnvVar`` for every variable
 that is set (Dagster resolves it when a run starts) and the documented default for
-every variable that is not.
+every variable that is not. :func:`load_settings_from_env` reads the few values the
+definitions themselves need (sensor interval, schedule).
 
 | variable                      | default                                         |
 |-------------------------------|-------------------------------------------------|
@@ -16,11 +19,15 @@ every variable that is not.
 | DEFER_ORCH_BRANCH_INCLUDE     | empty: every branch but main (comma-sep. globs) |
 | DEFER_ORCH_BRANCH_EXCLUDE     | empty (comma-separated globs)                   |
 | DEFER_ORCH_SCHEMA_TTL_DAYS    | 14                                              |
+| DEFER_ORCH_WAREHOUSE          | ``duckdb`` (the only kind so far)               |
+| DEFER_ORCH_SENSOR_INTERVAL_S  | 30 (minimum seconds between sensor ticks)       |
+| DEFER_ORCH_PROD_CRON          | ``0 3 * * *`` (UTC) of ``prod_build_schedule``  |
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +37,8 @@ from pydantic import Field
 from defer_orchestration import constants as c
 from defer_orchestration.lib import git
 from defer_orchestration.lib.errors import ConfigurationError
-from defer_orchestration.lib.manifest_store import ManifestStore
-from defer_orchestration.dbt.profiles import duckdb_output, profile_name, write_profiles_dir
+from defer_orchestration.lib.settings import RepoSettings, Settings
+from defer_orchestration.warehouse import Warehouse, open_warehouse
 
 BUNDLED_DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt_project"
 
@@ -65,8 +72,11 @@ class DeferOrchSettings(dg.ConfigurableResource):
         description="How long a warehouse step retries while another process holds the "
         "DuckDB file before failing.",
     )
+    warehouse_kind: str = Field(
+        default="duckdb",
+        description="DEFER_ORCH_WAREHOUSE: the warehouse holding production and branch schemas.",
+    )
 
-    # Paths ------------------------------------------------------------------------------
     def home_path(self) -> Path:
         """Absolute home directory."""
         return Path(self.home).expanduser().resolve() if self.home else default_home().resolve()
@@ -77,48 +87,29 @@ class DeferOrchSettings(dg.ConfigurableResource):
             return Path(self.dbt_project_dir).expanduser().resolve()
         return BUNDLED_DBT_PROJECT_DIR
 
-    def warehouse_path(self) -> Path:
-        """The DuckDB file holding raw, prod and branch schemas."""
-        return self.home_path() / "warehouse.duckdb"
+    def is_bundled_project(self) -> bool:
+        """Whether the project is the bundled demo project or a copy of it (the demo and the
+        tests copy it into a git repository): only then do its synthetic sources apply."""
+        project = self.project_path()
+        if project == BUNDLED_DBT_PROJECT_DIR.resolve():
+            return True
+        try:
+            mine = (project / "dbt_project.yml").read_bytes()
+        except OSError:
+            return False
+        return mine == (BUNDLED_DBT_PROJECT_DIR / "dbt_project.yml").read_bytes()
 
-    def store(self) -> ManifestStore:
-        """The content-addressed store of published production artifacts."""
-        return ManifestStore(self.home_path() / "artifacts")
+    def warehouse(self) -> Warehouse:
+        """The warehouse holding production and branch schemas."""
+        return open_warehouse(
+            self.warehouse_kind, home=self.home_path(), lock_timeout_s=self.warehouse_lock_timeout_s
+        )
 
-    def scratch_path(self) -> Path:
-        """Per-run scratch space (dbt target dirs, worktrees)."""
-        return self.home_path() / "scratch"
-
-    def run_dir(self, run_id: str) -> Path:
-        """Scratch directory of one Dagster run."""
-        return self.scratch_path() / "runs" / run_id
-
-    # dbt profiles -----------------------------------------------------------------------
-    def dbt_output(self, schema: str) -> dict[str, Any]:
-        """The dbt target for ``schema``: the only place that picks the adapter."""
-        return duckdb_output(self.warehouse_path(), schema, threads=self.threads)
-
-    def write_profiles(
-        self,
-        dest: Path,
-        targets: dict[str, str],
-        default_target: str,
-        *,
-        project_dir: Path | None = None,
-    ) -> Path:
-        """Write a profiles.yml for the project's profile with ``targets`` (name -> schema).
-
-        ``project_dir`` is the checkout whose ``dbt_project.yml`` names the profile (a
-        branch may rename it); default: the production project.
-        """
-        outputs = {target: self.dbt_output(schema) for target, schema in targets.items()}
-        name = profile_name(project_dir or self.project_path())
-        return write_profiles_dir(dest, name, outputs, default_target=default_target)
-
-    def prod_profiles_dir(self) -> Path:
-        """A profiles dir whose target ``prod`` writes schema ``prod``."""
-        return self.write_profiles(
-            self.home_path() / "profiles" / "prod", {c.PROD_TARGET: c.PROD_SCHEMA}, c.PROD_TARGET
+    def core(self) -> Settings:
+        """The plain settings the core takes."""
+        return Settings(
+            home=self.home_path(), project_dir=self.project_path(), warehouse=self.warehouse(),
+            threads=self.threads,
         )
 
 
@@ -157,6 +148,13 @@ class BranchCiSettings(dg.ConfigurableResource):
         """Exclude globs as a tuple."""
         return tuple(p.strip() for p in self.branch_exclude.split(",") if p.strip())
 
+    def repo_settings(self, settings: DeferOrchSettings) -> RepoSettings:
+        """The plain repository settings the core takes."""
+        return RepoSettings(
+            repo=self.repo(settings), subdir=self.subdir(settings), main_branch=self.main_branch,
+            include=self.include_patterns(), exclude=self.exclude_patterns(),
+        )
+
     def repo(self, settings: DeferOrchSettings) -> str:
         """The watched repository (path or URL)."""
         if self.git_repo:
@@ -185,6 +183,7 @@ def _env_fields() -> dict[str, tuple[str, Any]]:
         "home": (c.ENV_HOME, str(default_home().resolve())),
         "dbt_project_dir": (c.ENV_DBT_PROJECT_DIR, str(BUNDLED_DBT_PROJECT_DIR)),
         "raw_scale": (c.ENV_RAW_SCALE, 1),
+        "warehouse_kind": (c.ENV_WAREHOUSE, "duckdb"),
     }
 
 
@@ -225,3 +224,24 @@ def settings_from_env(*, resolve: bool = False) -> DeferOrchSettings:
 def branch_settings_from_env(*, resolve: bool = False) -> BranchCiSettings:
     """Branch CI settings as configured by the environment (see :func:`settings_from_env`)."""
     return BranchCiSettings(**_from_env(_branch_env_fields(), resolve))
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    """Values the definitions need when they are built (not per run)."""
+
+    sensor_interval_s: int = c.DEFAULT_SENSOR_INTERVAL_S
+    prod_cron: str = c.DEFAULT_PROD_CRON
+
+
+def load_settings_from_env() -> LoadSettings:
+    """DEFER_ORCH_SENSOR_INTERVAL_S and DEFER_ORCH_PROD_CRON, read when definitions load."""
+    raw_interval = os.environ.get(c.ENV_SENSOR_INTERVAL_S) or str(c.DEFAULT_SENSOR_INTERVAL_S)
+    try:
+        interval = int(raw_interval)
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"{c.ENV_SENSOR_INTERVAL_S}={raw_interval!r} is not a whole number of seconds; set it "
+            f"to e.g. {c.DEFAULT_SENSOR_INTERVAL_S} or unset it."
+        ) from exc
+    return LoadSettings(interval, os.environ.get(c.ENV_PROD_CRON) or c.DEFAULT_PROD_CRON)

@@ -21,6 +21,39 @@ from defer_orchestration.resources import DeferOrchSettings
 # dbt must never phone home or write ~/.dbt from a test.
 os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
 
+# Session fixtures that run dbt: a test using one must carry the `dbt` marker.
+_DBT_FIXTURES = frozenset({"prod_env", "stack"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`pytest -m "not dbt"` must really run without dbt: refuse unmarked users of dbt fixtures."""
+    for item in items:
+        uses = _DBT_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        if uses and item.get_closest_marker("dbt") is None:
+            raise pytest.UsageError(
+                f"{item.nodeid} uses {sorted(uses)}, which run dbt, but is not marked `dbt`: add "
+                "`pytestmark = pytest.mark.dbt` to its module."
+            )
+
+
+@pytest.fixture(autouse=True)
+def _dbt_only_where_marked(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test without the `dbt` marker that starts dbt fails, naming the fix."""
+    if request.node.get_closest_marker("dbt") is not None:
+        return
+    from defer_orchestration.dbt import cli, session
+    from defer_orchestration.defs.assets import prod_dbt
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(
+            f"{request.node.nodeid} runs dbt but is not marked `dbt`: add "
+            "`pytestmark = pytest.mark.dbt` to its module (so `pytest -m 'not dbt'` stays fast)."
+        )
+
+    monkeypatch.setattr(cli, "dbt_executable", refuse)
+    monkeypatch.setattr(prod_dbt, "dbt_executable", refuse)
+    monkeypatch.setattr(session.DbtSession, "start", refuse)
+
 
 @dataclass
 class ProdEnv:

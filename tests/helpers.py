@@ -95,7 +95,7 @@ def run_branch(env, branch: str, instance=None, **config):
     from defer_orchestration import constants as c
 
     return env.defs.resolve_job_def(c.BRANCH_CI_JOB).execute_in_process(
-        run_config={"ops": {"branch_build": {"config": {"branch": branch, **config}}}},
+        run_config={"ops": {c.BRANCH_BUILD_OP: {"config": {"branch": branch, **config}}}},
         instance=instance or env.instance,
         raise_on_error=False,
     )
@@ -119,7 +119,7 @@ def branch_run_results(env, result) -> dict[str, dict]:
     """unique_id -> result entry of the branch run's dbt run_results.json."""
     import json
 
-    path = env.settings.run_dir(result.run_id) / "branch" / "target" / "run_results.json"
+    path = env.settings.core().run_dir(result.run_id) / "branch" / "target" / "run_results.json"
     return {r["unique_id"]: r for r in json.loads(path.read_text())["results"]}
 
 

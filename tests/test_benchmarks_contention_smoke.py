@@ -1,4 +1,5 @@
-"""Smoke tests for measurement 5, warehouse contention (benchmarks/contention.py).
+"""Smoke tests for measurement 5, warehouse contention (benchmarks/contention.py, its
+timings in benchmarks/contention_timings.py and its table in benchmarks/report.py).
 
 One wave at a tiny size on the real stack (structure only: benchmarks are not tests,
 so nothing here asserts a timing), and the pure parts on canned data.
@@ -17,8 +18,9 @@ _REPO = os.fspath(Path(__file__).resolve().parents[1])
 if _REPO not in sys.path:
     sys.path.insert(0, _REPO)
 
-from benchmarks import contention  # noqa: E402
-from benchmarks.run import stats  # noqa: E402
+from benchmarks import contention, contention_timings  # noqa: E402
+from benchmarks.common import stats  # noqa: E402
+from benchmarks.report import CONTENTION_TITLE, render_contention  # noqa: E402
 
 STATS_KEYS = {"median", "min", "max", "n", "samples"}
 RUN_KEYS = {
@@ -54,8 +56,8 @@ CANNED = {
 
 
 def test_render_contention_of_a_canned_result() -> None:
-    lines = contention.render_contention([CANNED])
-    assert lines[0].startswith(contention.TITLE)
+    lines = render_contention([CANNED])
+    assert lines[0].startswith(CONTENTION_TITLE)
     assert lines[1] == "" and lines[-1] == ""
     header, rule, row = lines[2], lines[3], lines[4]
     assert [c.strip() for c in header.strip("|").split("|")] == [
@@ -78,7 +80,7 @@ def test_pool_waits_from_blocked_events() -> None:
          "message": f"Step still blocked by limit for pool {pool}"},
         {"timestamp": "1000500", "stepKey": "other", "message": "Step blocked by limit for pool x"},
     ]
-    waits = contention.pool_waits(events, {"branch_build": 1012.5, "other": 1001.0}, pool)
+    waits = contention_timings.pool_waits(events, {"branch_build": 1012.5, "other": 1001.0}, pool)
     assert waits == {"branch_build": 12.5, "other": 0.0}
 
 
@@ -97,7 +99,7 @@ def test_run_timings_and_intervals_of_a_canned_run() -> None:
     events = [{"timestamp": "115500", "stepKey": "prod_dbt_models",
                "message": f"Step blocked by limit for pool {pool}"}]
     pooled = {"raw_tables", "prod_dbt_models"}
-    timed = contention.run_timings(run, None, events, pooled, pool, origin=100.0)
+    timed = contention_timings.run_timings(run, None, events, pooled, pool, origin=100.0)
     assert timed["queue_wait_seconds"] == 10.0
     assert timed["in_queue_seconds"] == 6.0 and timed["worker_start_seconds"] == 4.0
     assert timed["pool_wait_seconds"] == 9.5
@@ -106,7 +108,7 @@ def test_run_timings_and_intervals_of_a_canned_run() -> None:
     assert [s["step"] for s in timed["warehouse_steps"]] == ["raw_tables", "prod_dbt_models"]
     assert timed["warehouse_steps"][1]["start_offset_seconds"] == 25.0
     json.dumps(timed)
-    intervals = contention.warehouse_intervals(run, pooled)
+    intervals = contention_timings.warehouse_intervals(run, pooled)
     assert sorted(i[1:] for i in intervals) == [(111.0, 115.0), (125.0, 139.0)]
 
 
@@ -134,7 +136,7 @@ def test_contention_wave_on_the_real_stack(tmp_path: Path) -> None:
         assert run["warehouse_steps"], run  # every run held the pool at least once
     for key in ("wall_seconds", "max_queue_wait_seconds", "max_pool_wait_seconds"):
         assert set(result[key]) == STATS_KEYS and result[key]["n"] == 1, key
-    assert any(line.startswith(contention.TITLE) for line in contention.render_contention([result]))
+    assert any(line.startswith(CONTENTION_TITLE) for line in render_contention([result]))
     # The stack is stopped: no process (nor a run worker or dbt child) it started is left.
     assert (tmp_path / "work" / "logs" / "daemon.log").is_file()
     assert not _processes_with_env(os.fspath(tmp_path / "work" / "repo"))

@@ -1,4 +1,5 @@
-"""Smoke tests for the benchmark runner (benchmarks/run.py), so it does not rot.
+"""Smoke tests for the benchmark runner (benchmarks/run.py and the measurement modules
+it drives), so it does not rot.
 
 Tiny sizes, one repeat, structure of the JSON only: benchmarks are not tests, so
 nothing here asserts a timing.
@@ -18,6 +19,10 @@ if _REPO not in sys.path:
     sys.path.insert(0, _REPO)
 
 from benchmarks import run as bench_run  # noqa: E402
+from benchmarks.common import ratio, stats  # noqa: E402
+from benchmarks.dbt_log import DBT_SEGMENTS  # noqa: E402
+from benchmarks.phases import PHASES  # noqa: E402
+from benchmarks.report import render_markdown, targets  # noqa: E402
 
 STATS_KEYS = {"median", "min", "max", "n", "samples"}
 
@@ -55,44 +60,44 @@ def test_sensor_ticks_json_structure(tmp_path: Path) -> None:
     for row in rows:
         assert row["first_tick_run_requests"] == row["branches"]
         for key in ("first_tick_seconds", "steady_tick_seconds", "one_moved_tick_seconds",
-                    "ls_remote_seconds_first", "ls_remote_seconds_steady"):
+                    "ls_remote_seconds"):
             assert _is_stats(row[key]), key
         assert row["first_tick_seconds"]["n"] >= 5  # ticks are cheap: at least 5 samples
     assert "sensor_tick_seconds_at_1000_branches" not in results["targets"]
 
 
 def test_stats_and_ratio() -> None:
-    s = bench_run.stats([3.0, 1.0, 2.0])
+    s = stats([3.0, 1.0, 2.0])
     assert _is_stats(s, 3) and s["median"] == 2.0 and s["samples"] == [3.0, 1.0, 2.0]
-    assert bench_run.ratio(s, bench_run.stats([4.0])) == 0.5
-    assert bench_run.ratio(s, None) is None
-    assert bench_run.stats([])["median"] is None
+    assert ratio(s, stats([4.0])) == 0.5
+    assert ratio(s, None) is None
+    assert stats([])["median"] is None
 
 
 def test_targets_and_markdown_from_canned_results() -> None:
-    slim = bench_run.stats([1.0])
-    full = bench_run.stats([20.0])
-    phases = {p: 0.1 for p in bench_run.PHASES}
+    slim = stats([1.0])
+    full = stats([20.0])
+    phases = {p: 0.1 for p in PHASES}
     change = {
         "model": "mart_x", "selected_nodes": 3, "built_models": 1, "tests_passed": 2,
         "deferred_parents": 1, "slim_seconds": slim, "slim_over_full": 0.05,
-        "phases_median": phases, "cli_seconds": bench_run.stats([0.8]),
+        "phases_median": phases, "cli_seconds": stats([0.8]),
         "dagster_over_cli": 1.25, "cli_seeded_seconds": None, "cli_seeded_over_cli": None,
         "dagster_over_cli_seeded": None,
     }
     results = {
         "branch_runs": [{"n_models": 1000, "full": {"seconds": full, "phases_median": phases},
                          "changes": {"leaf": change}}],
-        "sensor": [{"branches": 1000, "first_tick_seconds": bench_run.stats([0.3]),
-                    "steady_tick_seconds": bench_run.stats([0.1]), "one_moved_tick_seconds": slim,
-                    "first_tick_run_requests": 1000, "ls_remote_seconds_steady": slim}],
+        "sensor": [{"branches": 1000, "first_tick_seconds": stats([0.3]),
+                    "steady_tick_seconds": stats([0.1]), "one_moved_tick_seconds": slim,
+                    "first_tick_run_requests": 1000, "ls_remote_seconds": slim}],
     }
-    met = bench_run.targets(results)
+    met = targets(results)
     assert met["leaf_slim_over_full_at_1000"]["met"] is True
     assert met["dagster_over_cli/1000/leaf"]["met"] is False
     assert met["sensor_tick_seconds_at_1000_branches"]["measured"] == 0.3
     results["targets"] = met
-    text = bench_run.render_markdown(results)
+    text = render_markdown(results)
     assert "second push" in text
     assert "Slim vs full" in text and "Orchestration overhead" in text and "sensor" in text
 
@@ -113,13 +118,15 @@ def test_slim_vs_full_json_structure(tmp_path: Path) -> None:
     assert leaf["built_models"] == 1  # a leaf change builds that one model (and its tests)
     assert _is_stats(leaf["slim_seconds"], 1) and _is_stats(leaf["cli_seconds"], 1)
     assert leaf["slim_over_full"] > 0 and leaf["dagster_over_cli"] > 0
-    assert set(leaf["phases_median"]) == set(bench_run.PHASES)
+    assert set(leaf["phases_median"]) == set(PHASES)
     phases = leaf["phases_median"]
     assert phases["dbt_parse"] > 0 and phases["dbt_ls"] > 0 and phases["dbt_build"] > 0
+    # The product's phases and Dagster's share add up to the run's wall time.
+    assert sum(phases.values()) == pytest.approx(leaf["slim_seconds"]["median"], abs=0.01)
     splits = leaf["dbt_split_median"]
     assert splits["cli_seeded_build"] is None
     for key in ("product_parse", "product_ls", "product_build", "product_again_parse", "cli_build"):
-        assert set(splits[key]) == {*bench_run.DBT_SEGMENTS, "total"}, key
+        assert set(splits[key]) == {*DBT_SEGMENTS, "total"}, key
         assert splits[key]["total"] > 0 and splits[key]["startup"] is not None, key
     assert splits["product_build"]["execute"] is not None and splits["product_ls"]["execute"] is None
     assert splits["product_build"]["parse"] == 0.0  # the build reuses the session's parse

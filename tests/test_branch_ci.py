@@ -12,10 +12,11 @@ import pytest
 from helpers import branch_run_results, delete_branch, push_branch, run_branch, step_metadata
 
 from defer_orchestration import constants as c
-from defer_orchestration.branch.build import worktrees_dir
-from defer_orchestration.warehouse import duckdb as warehouse
+from defer_orchestration.branch.checkout import worktrees_dir
 from defer_orchestration.lib.schema_names import branch_schema_name, quote_identifier
 from defer_orchestration.defs.sensors import build_branch_teardown_sensor
+
+pytestmark = pytest.mark.dbt  # runs dbt (see tests/conftest.py)
 
 INT_MODEL = "dbt_project/models/intermediate/int_customers__order_history.sql"
 INT_DESCENDANTS = {"int_customers__order_history", "customers", "country_revenue", "monthly_cohorts"}
@@ -40,7 +41,7 @@ def _branch_run_results(prod_env, result) -> dict:
 
 
 def _prod_fingerprint(prod_env) -> dict[str, tuple]:
-    with warehouse.connect(prod_env.settings.warehouse_path(), read_only=True) as conn:
+    with prod_env.settings.warehouse().connect(read_only=True) as conn:
         return {
             name: tuple(
                 conn.execute(
@@ -48,13 +49,13 @@ def _prod_fingerprint(prod_env) -> dict[str, tuple]:
                     f"from {quote_identifier('prod')}.{quote_identifier(name)} t"
                 ).fetchall()[0]
             )
-            for name in warehouse.list_relations(conn, "prod")
+            for name in conn.list_relations("prod")
         }
 
 
 def _branch_relations(prod_env, schema: str) -> set[str]:
-    with warehouse.connect(prod_env.settings.warehouse_path(), read_only=True) as conn:
-        return set(warehouse.list_relations(conn, schema))
+    with prod_env.settings.warehouse().connect(read_only=True) as conn:
+        return set(conn.list_relations(schema))
 
 
 def _latest_storage_ids(prod_env) -> dict[str, object]:
@@ -67,7 +68,7 @@ def _latest_storage_ids(prod_env) -> dict[str, object]:
 
 
 def _no_leftover_worktrees(prod_env) -> bool:
-    root = worktrees_dir(prod_env.settings)
+    root = worktrees_dir(prod_env.settings.core())
     return not root.exists() or not any(root.iterdir())
 
 
@@ -155,7 +156,7 @@ def test_favor_state_reads_prod_even_when_the_branch_has_a_stale_copy(prod_env, 
     )
     schema = branch_schema_name(branch)
     # A stale copy of an unselected parent lies in the branch schema (from an earlier run).
-    with warehouse.connect(prod_env.settings.warehouse_path()) as conn:
+    with prod_env.settings.warehouse().connect() as conn:
         conn.execute(f"create schema if not exists {quote_identifier(schema)}")
         conn.execute(
             f"create table {quote_identifier(schema)}.int_customers__order_history as "
@@ -176,7 +177,7 @@ def test_favor_state_reads_prod_even_when_the_branch_has_a_stale_copy(prod_env, 
     favored = _run_branch(prod_env, branch, favor_state=True)
     assert favored.success
     assert '"prod"."int_customers__order_history"' in compiled_customers(favored)
-    with warehouse.connect(prod_env.settings.warehouse_path(), read_only=True) as conn:
+    with prod_env.settings.warehouse().connect(read_only=True) as conn:
         spend = "select sum(lifetime_spend) from {}.customers"
         assert conn.execute(spend.format(quote_identifier(schema))).fetchall() == conn.execute(
             spend.format("prod")
@@ -199,13 +200,13 @@ def test_teardown_drops_exactly_the_deleted_branchs_schema(prod_env, tmp_path) -
     tick = sensor.evaluate_tick(
         dg.build_sensor_context(instance=prod_env.instance, cursor=seen.cursor, resources=resources)
     )
-    assert [r.run_config["ops"]["branch_teardown"]["config"]["branches"] for r in tick.run_requests] == [[drop]]
+    assert [r.run_config["ops"][c.BRANCH_TEARDOWN_OP]["config"]["branches"] for r in tick.run_requests] == [[drop]]
     teardown = prod_env.defs.resolve_job_def(c.BRANCH_TEARDOWN_JOB).execute_in_process(
         run_config=tick.run_requests[0].run_config, instance=prod_env.instance
     )
     assert teardown.success
-    with warehouse.connect(prod_env.settings.warehouse_path(), read_only=True) as conn:
-        schemas = set(warehouse.list_schemas(conn))
+    with prod_env.settings.warehouse().connect(read_only=True) as conn:
+        schemas = set(conn.list_schemas())
     assert branch_schema_name(drop) not in schemas
     assert {branch_schema_name(keep), "prod", "raw"} <= schemas
 
@@ -250,7 +251,7 @@ def test_missing_manifest_fails_unless_full_build_is_asked_for(prod_env, tmp_pat
         job = prod_env.defs.resolve_job_def(c.BRANCH_CI_JOB)
         config = {"branch": "feature/int-change"}
         result = job.execute_in_process(
-            run_config={"ops": {"branch_build": {"config": config}}},
+            run_config={"ops": {c.BRANCH_BUILD_OP: {"config": config}}},
             instance=empty_instance,
             raise_on_error=False,
         )
@@ -314,7 +315,7 @@ def test_a_second_push_starts_from_the_branchs_previous_parse(prod_env, tmp_path
 
     # While another run of the branch holds its checkout, a run gets a path of its own and
     # parses in full (the cached parse names the other path).
-    lock_path = prod_env.settings.scratch_path() / "locks" / f"{schema}.lock"
+    lock_path = prod_env.settings.core().scratch_path() / "locks" / f"{schema}.lock"
     with open(lock_path, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         third = _run_branch(prod_env, branch)

@@ -10,6 +10,7 @@ from helpers import copy_bundled_project
 
 from defer_orchestration.dbt import args as dbt_args
 from defer_orchestration.dbt.cli import DbtPaths
+from defer_orchestration.dbt.profiles import write_profiles
 from defer_orchestration.dbt.session import DbtSession
 from defer_orchestration.lib.errors import DbtInvocationError
 from defer_orchestration.resources import DeferOrchSettings
@@ -22,7 +23,10 @@ ORDERS = "models/marts/orders.sql"
 def _paths(tmp_path: Path) -> DbtPaths:
     project = copy_bundled_project(tmp_path / "project")
     settings = DeferOrchSettings(home=str(tmp_path / "home"), dbt_project_dir=str(project))
-    profiles = settings.write_profiles(tmp_path / "profiles", {"branch": "br_session"}, "branch")
+    core = settings.core()
+    profiles = write_profiles(
+        tmp_path / "profiles", project, {"branch": "br_session"}, "branch", warehouse=core.warehouse, threads=1
+    )
     return DbtPaths(project, profiles, tmp_path / "target", tmp_path / "logs")
 
 

@@ -16,20 +16,17 @@ from conftest import ProdEnv, built_prod_env
 from helpers import branch_run_results, commit_all, git, push_branch, run_branch, step_metadata
 
 from defer_orchestration import constants as c
-from defer_orchestration.branch.build import (
-    BranchBuildRequest,
-    choose_comparison,
-    mirror_dir,
-    parse_commit_manifest,
-    worktrees_dir,
-)
+from defer_orchestration.branch.checkout import mirror_dir, worktrees_dir
+from defer_orchestration.branch.comparison import Comparison, choose_comparison, parse_commit_manifest
+from defer_orchestration.dbt.profiles import write_profiles
 from defer_orchestration.dbt import args as dbt_args
 from defer_orchestration.lib import git as gitlib
-from defer_orchestration.warehouse import duckdb as warehouse
 from defer_orchestration.dbt.args import StateArgs
 from defer_orchestration.dbt.cli import DbtPaths, run_dbt
 from defer_orchestration.lib.schema_names import branch_schema_name
 from defer_orchestration.defs.manifest_resolution import latest_published_manifest
+
+pytestmark = pytest.mark.dbt  # runs dbt (see tests/conftest.py)
 
 X = "dbt_project/models/intermediate/int_orders__items_summed.sql"  # changed on main
 Y = "dbt_project/models/intermediate/int_customers__order_history.sql"  # changed on the branch
@@ -80,8 +77,10 @@ def test_branch_behind_main_builds_only_its_own_change(moved, tmp_path) -> None:
     clone = tmp_path / "naive"
     git(env.repo, "worktree", "add", "-q", "--detach", str(clone), branch)
     try:
-        profiles = env.settings.write_profiles(
-            tmp_path / "profiles", {c.BRANCH_TARGET: "br_naive_0123456789"}, c.BRANCH_TARGET
+        core = env.settings.core()
+        profiles = write_profiles(
+            tmp_path / "profiles", core.project_dir, {c.BRANCH_TARGET: "br_naive_0123456789"},
+            c.BRANCH_TARGET, warehouse=core.warehouse, threads=core.threads,
         )
         naive = run_dbt(
             dbt_args.ls_args("state:modified+", "", StateArgs(latest.path, latest.path)),
@@ -96,26 +95,26 @@ def test_branch_behind_main_builds_only_its_own_change(moved, tmp_path) -> None:
 
 def test_merge_base_without_a_production_build_is_parsed_once_and_cached(moved) -> None:
     env, branch = moved
-    settings = env.settings
-    branch_settings = env.defs.resources["branch_settings"]
-    repo = branch_settings.repo(settings)
-    mirror = gitlib.ensure_mirror(repo, mirror_dir(settings, repo))
+    settings = env.settings.core()
+    repo = env.defs.resources["branch_settings"].repo_settings(env.settings)
+    mirror = gitlib.ensure_mirror(repo.repo, mirror_dir(settings, repo.repo))
     sha = gitlib.resolve_commit(mirror, f"refs/heads/{branch}")
     comparison = choose_comparison(
-        BranchBuildRequest(branch=branch),
-        published=latest_published_manifest(env.instance),
+        enabled=True,
+        latest=latest_published_manifest(env.instance),
         mirror=mirror,
         sha=sha,
-        settings=settings,
-        branch_settings=branch_settings,
+        main_branch=repo.main_branch,
         published_for_commit=lambda _sha: None,  # pretend production never built the merge-base
+        parse_commit=lambda base: parse_commit_manifest(settings, repo, mirror, base),
     )
+    assert comparison.outcome is Comparison.BASE_PARSED and comparison.parse is not None
     assert "parse of merge-base" in comparison.note
     assert (comparison.path / "manifest.json").is_file()
     cached = comparison.path / "manifest.json"
     mtime = cached.stat().st_mtime
-    again = parse_commit_manifest(settings, branch_settings, mirror, comparison.merge_base)
-    assert again == comparison.path and cached.stat().st_mtime == mtime  # no second parse
+    again, run = parse_commit_manifest(settings, repo, mirror, comparison.merge_base)
+    assert again == comparison.path and run is None and cached.stat().st_mtime == mtime  # no second parse
     assert not any(worktrees_dir(settings).glob("state-*"))
 
 
@@ -124,19 +123,19 @@ def test_preflight_fails_before_building_when_a_deferred_relation_is_missing(mov
     branch = "feature/needs-countries"
     customers = "dbt_project/models/marts/customers.sql"
     push_branch(env.repo, branch, {customers: (env.repo / customers).read_text() + "\n-- x\n"}, tmp_path)
-    with warehouse.connect(env.settings.warehouse_path()) as conn:
+    with env.settings.warehouse().connect() as conn:
         conn.execute("alter table prod.country_codes rename to country_codes_moved_away")
     try:
         result = _run(env, branch)
     finally:
-        with warehouse.connect(env.settings.warehouse_path()) as conn:
+        with env.settings.warehouse().connect() as conn:
             conn.execute("alter table prod.country_codes_moved_away rename to country_codes")
     assert not result.success
     message = _metadata(result)["__failure__"]
     assert "pre-flight failed" in message and "prod.country_codes" in message
     assert "dropped or renamed" in message and "nothing was built" in message
-    with warehouse.connect(env.settings.warehouse_path(), read_only=True) as conn:
-        assert warehouse.list_relations(conn, branch_schema_name(branch)) == {}
+    with env.settings.warehouse().connect(read_only=True) as conn:
+        assert conn.list_relations(branch_schema_name(branch)) == {}
 
 
 def test_stale_state_warns_or_fails(moved, tmp_path) -> None:
@@ -161,7 +160,7 @@ def test_incremental_model_is_cloned_then_built_incrementally(moved, tmp_path) -
     branch = "feature/incremental"
     model = "dbt_project/models/marts/fct_order_events.sql"
     push_branch(env.repo, branch, {model: (env.repo / model).read_text() + "\n-- tweak\n"}, tmp_path)
-    with warehouse.connect(env.settings.warehouse_path()) as conn:
+    with env.settings.warehouse().connect() as conn:
         # A row only production has (outside the reprocessed window) and a new raw event.
         conn.execute(
             "insert into prod.fct_order_events select * replace (-1 as event_id) "
@@ -173,23 +172,23 @@ def test_incremental_model_is_cloned_then_built_incrementally(moved, tmp_path) -
         new_id = conn.execute("select max(id) + 1000000 from raw.order_events").fetchall()[0][0]
         conn.execute(f"update newest set id = {new_id}, occurred_at = occurred_at + interval 1 hour")
         conn.execute("insert into raw.order_events select * from newest")
-        prod_rows = warehouse.row_count(conn, "prod", "fct_order_events")
+        prod_rows = conn.row_count("prod", "fct_order_events")
     try:
         result = _run(env, branch)
         assert result.success, _metadata(result)
         metadata = _metadata(result)
         schema = branch_schema_name(branch)
         assert metadata["cloned_incremental_rows"] == {"model.shop.fct_order_events": prod_rows}
-        with warehouse.connect(env.settings.warehouse_path(), read_only=True) as conn:
+        with env.settings.warehouse().connect(read_only=True) as conn:
             ids = {r[0] for r in conn.execute(f'select event_id from "{schema}".fct_order_events').fetchall()}
-            count = warehouse.row_count(conn, schema, "fct_order_events")
+            count = conn.row_count(schema, "fct_order_events")
         assert -1 in ids  # kept from before the clone: not rebuilt from scratch
         assert new_id in ids  # merged by the incremental run
         assert count == prod_rows + 1
         compiled = _results(env, result)["model.shop.fct_order_events"]["compiled_code"]
         assert f'"{schema}"."fct_order_events"' in compiled  # the is_incremental() branch ran
     finally:
-        with warehouse.connect(env.settings.warehouse_path()) as conn:
+        with env.settings.warehouse().connect() as conn:
             conn.execute("delete from prod.fct_order_events where event_id = -1")
             conn.execute(f"delete from raw.order_events where id = {new_id}")
 
@@ -209,12 +208,12 @@ def test_retry_reruns_only_failed_and_skipped_nodes(moved, tmp_path) -> None:
     assert statuses["model.shop.flag_check"] == "error"
     assert statuses["model.shop.flag_summary"] == "skipped"
     assert statuses["model.shop.big_orders"] == "success"
-    with warehouse.connect(env.settings.warehouse_path()) as conn:
+    with env.settings.warehouse().connect() as conn:
         conn.execute("create table raw.release_flags as select 1 as flag")
     try:
         retry = _run(env, branch, retry_of_run_id=first.run_id)
     finally:
-        with warehouse.connect(env.settings.warehouse_path()) as conn:
+        with env.settings.warehouse().connect() as conn:
             conn.execute("drop table raw.release_flags")
     assert retry.success, _metadata(retry)
     rerun = {uid.split(".")[-1] for uid in _results(env, retry) if uid.startswith("model.")}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import subprocess
 import sys
 
@@ -9,6 +11,8 @@ import dagster as dg
 
 from defer_orchestration import constants as c
 from defer_orchestration.demo import synthetic_data
+
+pytestmark = pytest.mark.dbt  # runs dbt (see tests/conftest.py)
 
 
 def test_defs_has_exactly_the_documented_names(prod_env) -> None:

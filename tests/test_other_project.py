@@ -1,7 +1,9 @@
+
 """Another dbt project, configured only through settings; a failing build publishes nothing."""
 
 from __future__ import annotations
 
+import pytest
 import os
 import time
 from pathlib import Path
@@ -10,9 +12,10 @@ import dagster as dg
 
 from defer_orchestration import constants as c
 from defer_orchestration.definitions import build_definitions
-from defer_orchestration.warehouse import duckdb as warehouse
 from defer_orchestration.defs.manifest_resolution import latest_published_manifest
 from defer_orchestration.resources import DeferOrchSettings
+
+pytestmark = pytest.mark.dbt  # runs dbt (see tests/conftest.py)
 
 
 def _write_project(root: Path) -> Path:
@@ -41,8 +44,8 @@ def test_a_second_project_builds_by_configuration_alone(tmp_path: Path) -> None:
         first = defs.resolve_job_def(c.PROD_BUILD_JOB).execute_in_process(instance=instance)
         assert first.success
         published = latest_published_manifest(instance)
-        with warehouse.connect(settings.warehouse_path(), read_only=True) as conn:
-            assert warehouse.row_count(conn, "prod", "evens") == 5
+        with settings.warehouse().connect(read_only=True) as conn:
+            assert conn.row_count("prod", "evens") == 5
 
         # A failing model: the build fails, prod_manifest is skipped, the old version stays.
         time.sleep(0.01)

@@ -1,16 +1,19 @@
+
 """The production build of the bundled project: relations, row counts, the published manifest."""
 
 from __future__ import annotations
 
+import pytest
 import json
 
 import dagster as dg
 
 from defer_orchestration import constants as c
 from defer_orchestration.demo import synthetic_data
-from defer_orchestration.warehouse import duckdb as warehouse
 from defer_orchestration.lib.manifest_store import sha256_file
 from defer_orchestration.defs.manifest_resolution import latest_published_manifest
+
+pytestmark = pytest.mark.dbt  # runs dbt (see tests/conftest.py)
 
 EXPECTED_PROD_RELATIONS = {
     # staging views
@@ -28,17 +31,17 @@ EXPECTED_PROD_RELATIONS = {
 
 
 def test_prod_relations_and_row_counts(prod_env) -> None:
-    with warehouse.connect(prod_env.settings.warehouse_path(), read_only=True) as conn:
-        assert set(warehouse.list_relations(conn, "prod")) == EXPECTED_PROD_RELATIONS
+    with prod_env.settings.warehouse().connect(read_only=True) as conn:
+        assert set(conn.list_relations("prod")) == EXPECTED_PROD_RELATIONS
         expected_raw = synthetic_data.raw_table_row_counts(1)
         for table, rows in expected_raw.items():
-            assert warehouse.row_count(conn, "raw", table) == rows
+            assert conn.row_count("raw", table) == rows
         # Marts that are one row per source entity keep exactly the source's rows.
-        assert warehouse.row_count(conn, "prod", "orders") == expected_raw["orders"]
-        assert warehouse.row_count(conn, "prod", "customers") == expected_raw["customers"]
-        assert warehouse.row_count(conn, "prod", "order_items") == expected_raw["order_items"]
-        assert warehouse.row_count(conn, "prod", "fct_order_events") == expected_raw["order_events"]
-        assert "int_order_items__priced" not in warehouse.list_relations(conn, "prod")
+        assert conn.row_count("prod", "orders") == expected_raw["orders"]
+        assert conn.row_count("prod", "customers") == expected_raw["customers"]
+        assert conn.row_count("prod", "order_items") == expected_raw["order_items"]
+        assert conn.row_count("prod", "fct_order_events") == expected_raw["order_events"]
+        assert "int_order_items__priced" not in conn.list_relations("prod")
 
 
 def test_dbt_assets_record_row_counts(prod_env) -> None:

@@ -59,7 +59,7 @@ def test_branch_ci_sensor_ticks(repo: Path, resources, tmp_path: Path) -> None:
         request = new_branch.run_requests[0]
         assert request.tags[c.BRANCH_TAG] == "feature/a"
         assert request.tags[c.SHA_TAG] == sha_a
-        assert request.run_config["ops"]["branch_build"]["config"] == {
+        assert request.run_config["ops"][c.BRANCH_BUILD_OP]["config"] == {
             "branch": "feature/a",
             "sha": sha_a,
         }
@@ -104,7 +104,7 @@ def test_teardown_sensor_requests_one_run_per_deleted_branch(repo: Path, resourc
         assert len(gone.run_requests) == 1
         request = gone.run_requests[0]
         assert request.run_key == f"teardown:feature/a@{sha_a}"
-        assert request.run_config["ops"]["branch_teardown"]["config"]["branches"] == ["feature/a"]
+        assert request.run_config["ops"][c.BRANCH_TEARDOWN_OP]["config"]["branches"] == ["feature/a"]
         # Same cursor again (daemon restart): the same run_key, which Dagster de-duplicates;
         # the advanced cursor gives nothing.
         assert _tick(sensor, instance, gone.cursor, resources).run_requests == []

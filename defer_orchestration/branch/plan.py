@@ -17,13 +17,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from defer_orchestration.lib.errors import DeferOrchestrationError
+from defer_orchestration.lib.errors import BranchPlanCursorError
 
 CURSOR_VERSION = 1
-
-
-class BranchPlanCursorError(DeferOrchestrationError, ValueError):
-    """A sensor cursor could not be read; it must be reset by hand."""
 
 
 _RESET_HINT = (
@@ -47,10 +43,17 @@ class PlannedBranchRun:
 
 
 @dataclass(frozen=True)
-class BranchPlan:
-    """What one sensor tick should do, and the cursor to store afterwards."""
+class BranchRunPlan:
+    """What one ``branch_ci_sensor`` tick launches, and the cursor to store afterwards."""
 
     runs: tuple[PlannedBranchRun, ...]
+    cursor: str
+
+
+@dataclass(frozen=True)
+class TeardownPlan:
+    """Which branches one ``branch_teardown_sensor`` tick tears down, and the new cursor."""
+
     deleted: tuple[str, ...]
     cursor: str
 
@@ -158,7 +161,7 @@ def plan_branch_runs(
     main_branch: str = "main",
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
-) -> BranchPlan:
+) -> BranchRunPlan:
     """One run per watched branch whose head differs from the cursor's.
 
     That is a new branch, a new commit or a force push; an unchanged head plans nothing.
@@ -177,13 +180,7 @@ def plan_branch_runs(
         for branch, sha in sorted(watched.items())
         if previous.get(branch) != sha
     )
-    return BranchPlan(
-        runs=runs,
-        deleted=_deleted(
-            previous, observed_heads, main_branch=main_branch, include=include, exclude=exclude
-        ),
-        cursor=serialize_cursor(watched),
-    )
+    return BranchRunPlan(runs=runs, cursor=serialize_cursor(watched))
 
 
 def plan_teardown(
@@ -193,14 +190,13 @@ def plan_teardown(
     main_branch: str = "main",
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
-) -> BranchPlan:
+) -> TeardownPlan:
     """The watched branches of the cursor that are gone (to tear down); never any runs."""
     previous = parse_cursor(previous_cursor)
     watched = _watched_heads(
         observed_heads, main_branch=main_branch, include=include, exclude=exclude
     )
-    return BranchPlan(
-        runs=(),
+    return TeardownPlan(
         deleted=_deleted(
             previous, observed_heads, main_branch=main_branch, include=include, exclude=exclude
         ),

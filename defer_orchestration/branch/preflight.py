@@ -1,11 +1,13 @@
-"""Checks that keep deferral correct where plain dbt goes wrong, as pure functions.
+"""Before building: what the build reads from production, and checks that keep deferral
+correct where plain dbt goes wrong.
 
 - stale state: deferring to a production build that is days old silently mixes old
   production data with new branch code;
 - a manifest written by another dbt version may compare differently;
 - pre-flight: dbt discovers a missing production relation only as a database error
   halfway through a build, so we look for every relation the build will read through
-  deferral before building anything.
+  deferral before building anything (:func:`preflight_and_clone`, which also seeds
+  selected incremental models with production's data).
 """
 
 from __future__ import annotations
@@ -14,8 +16,15 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from defer_orchestration.branch.report import DeferredParent
-from defer_orchestration.dbt.artifacts import result_statuses
+from defer_orchestration.dbt.artifacts import (
+    OK_STATUSES,
+    is_ephemeral,
+    relation_address,
+    relation_name,
+    result_statuses,
+)
+from defer_orchestration.lib.errors import PreflightError
+from defer_orchestration.warehouse.base import WarehouseConnection
 
 
 def stale_state_message(created_at: float, now: float, max_age_hours: float) -> str | None:
@@ -42,6 +51,60 @@ def dbt_version_message(prod_version: str | None, branch_version: str | None) ->
 
 
 @dataclass(frozen=True)
+class DeferredParent:
+    """An unselected parent a branch node reads from production instead of rebuilding it."""
+
+    unique_id: str
+    prod_relation: str | None  # None: production has no such relation
+    needed_by: tuple[str, ...]
+
+
+def deferred_parents(
+    selected: Iterable[str],
+    branch_manifest: Mapping[str, Any],
+    prod_manifest: Mapping[str, Any],
+) -> list[DeferredParent]:
+    """Unselected, non-ephemeral parents of selected nodes, with their production relations.
+
+    An ephemeral parent is compiled into its children, so *its* parents are what the
+    branch actually reads; sources are read where they are and are not deferred.
+    """
+    selected_set = set(selected)
+    nodes = branch_manifest.get("nodes") or {}
+    unit_tests = branch_manifest.get("unit_tests") or {}
+    prod_nodes = prod_manifest.get("nodes") or {}
+    needed_by: dict[str, set[str]] = {}
+
+    def visit(child: str, parent: str, seen: set[str]) -> None:
+        if parent in seen or parent in selected_set or not parent.startswith(
+            ("model.", "seed.", "snapshot.")
+        ):
+            return
+        seen.add(parent)
+        node = nodes.get(parent) or {}
+        if is_ephemeral(node):
+            for grandparent in (node.get("depends_on") or {}).get("nodes") or []:
+                visit(child, grandparent, seen)
+            return
+        needed_by.setdefault(parent, set()).add(child)
+
+    for unique_id in sorted(selected_set):
+        node = nodes.get(unique_id) or unit_tests.get(unique_id) or {}
+        if node.get("resource_type") == "unit_test":
+            continue  # unit tests run on fixtures, not on warehouse relations
+        for parent in (node.get("depends_on") or {}).get("nodes") or []:
+            visit(unique_id, parent, set())
+    return [
+        DeferredParent(
+            unique_id=uid,
+            prod_relation=relation_name(prod_nodes[uid]) if uid in prod_nodes else None,
+            needed_by=tuple(sorted(children)),
+        )
+        for uid, children in sorted(needed_by.items())
+    ]
+
+
+@dataclass(frozen=True)
 class MissingRelation:
     """A relation the branch build would read through deferral that does not exist."""
 
@@ -50,13 +113,6 @@ class MissingRelation:
     identifier: str
     cause: str
     needed_by: tuple[str, ...]
-
-
-def relation_address(node: Mapping[str, Any]) -> tuple[str, str] | None:
-    """(schema, identifier) a manifest node materializes into."""
-    if not node.get("schema"):
-        return None
-    return str(node["schema"]), str(node.get("alias") or node.get("name"))
 
 
 def missing_deferred_relations(
@@ -93,7 +149,7 @@ def missing_deferred_relations(
         status = statuses.get(parent.unique_id)
         if status is None:
             cause = "never built by the production build that published this manifest"
-        elif status not in {"success", "pass"}:
+        elif status not in OK_STATUSES:
             cause = f"its production build ended with status {status!r}"
         else:
             cause = "built by production but gone from the warehouse since (dropped or renamed)"
@@ -115,3 +171,46 @@ def preflight_message(missing: list[MissingRelation]) -> str:
         "selection (e.g. select: 'state:modified+ +<model>') to build them in the branch."
     )
     return "\n".join(lines)
+
+
+def preflight_and_clone(
+    conn: WarehouseConnection,
+    *,
+    schema: str,
+    selected: list[str],
+    branch_manifest: Mapping[str, Any],
+    prod_manifest: Mapping[str, Any],
+    prod_results: Mapping[str, Any],
+    favor_state: bool,
+    clone_incremental: bool,
+) -> dict[str, int]:
+    """Fail before building if a deferred relation is missing (:class:`PreflightError`);
+    then copy production's table of every selected incremental model the branch schema
+    lacks (when ``clone_incremental``). unique_id -> rows copied."""
+    deferred = deferred_parents(selected, branch_manifest, prod_manifest)
+    relations: dict[str, set[str]] = {}
+
+    def exists(schema_name: str, name: str) -> bool:
+        if schema_name not in relations:
+            relations[schema_name] = set(conn.list_relations(schema_name))
+        return name in relations[schema_name]
+
+    missing = missing_deferred_relations(
+        deferred, prod_manifest=prod_manifest, prod_run_results=prod_results,
+        exists=exists, branch_schema=schema, favor_state=favor_state,
+    )
+    if missing:
+        raise PreflightError(preflight_message(missing))
+    cloned: dict[str, int] = {}
+    if not clone_incremental:
+        return cloned
+    branch_nodes, prod_nodes = branch_manifest.get("nodes") or {}, prod_manifest.get("nodes") or {}
+    for unique_id in selected:
+        node = branch_nodes.get(unique_id) or {}
+        prod_node = prod_nodes.get(unique_id)
+        if (node.get("config") or {}).get("materialized") != "incremental" or not prod_node:
+            continue
+        source, target = relation_address(prod_node), relation_address(node)
+        if source and target and exists(*source) and not exists(schema, target[1]):
+            cloned[unique_id] = conn.copy_table(source, (schema, target[1]))
+    return cloned

@@ -1,27 +1,28 @@
-"""What a branch build did, from its artifacts: selected, built, tested, deferred, saved.
+"""What a branch build did: the summary from its artifacts (selected, built, tested,
+deferred, saved), the run's report, and the text a reviewer reads.
 
 Pure functions over dbt's JSON artifacts, so the report is tested without running dbt.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from defer_orchestration.dbt.artifacts import execution_times, relation_name, result_statuses
-
-BUILT_TYPES = frozenset({"model", "seed", "snapshot"})
-TEST_TYPES = frozenset({"test", "unit_test"})
-
-
-@dataclass(frozen=True)
-class DeferredParent:
-    """An unselected parent a branch node reads from production instead of rebuilding it."""
-
-    unique_id: str
-    prod_relation: str | None  # None: production has no such relation
-    needed_by: tuple[str, ...]
+from defer_orchestration.branch.preflight import DeferredParent, deferred_parents
+from defer_orchestration.dbt.artifacts import (
+    FAILING_STATUSES,
+    RELATION_TYPES,
+    TEST_TYPES,
+    NodeStatus,
+    execution_times,
+    failed_nodes,
+    result_statuses,
+)
+from defer_orchestration.diff import report as diff_report
+from defer_orchestration.diff.compare import ModelDiff
+from defer_orchestration.lib.manifest_store import PublishedManifest
 
 
 @dataclass(frozen=True)
@@ -51,69 +52,20 @@ def _resource_type(unique_id: str, manifest: Mapping[str, Any]) -> str:
     return unique_id.split(".", 1)[0]
 
 
-def _is_ephemeral(node: Mapping[str, Any]) -> bool:
-    return (node.get("config") or {}).get("materialized") == "ephemeral"
-
-
-def deferred_parents(
-    selected: Iterable[str],
-    branch_manifest: Mapping[str, Any],
-    prod_manifest: Mapping[str, Any],
-) -> list[DeferredParent]:
-    """Unselected, non-ephemeral parents of selected nodes, with their production relations.
-
-    An ephemeral parent is compiled into its children, so *its* parents are what the
-    branch actually reads; sources are read where they are and are not deferred.
-    """
-    selected_set = set(selected)
-    nodes = branch_manifest.get("nodes") or {}
-    unit_tests = branch_manifest.get("unit_tests") or {}
-    prod_nodes = prod_manifest.get("nodes") or {}
-    needed_by: dict[str, set[str]] = {}
-
-    def visit(child: str, parent: str, seen: set[str]) -> None:
-        if parent in seen or parent in selected_set or not parent.startswith(
-            ("model.", "seed.", "snapshot.")
-        ):
-            return
-        seen.add(parent)
-        node = nodes.get(parent) or {}
-        if _is_ephemeral(node):
-            for grandparent in (node.get("depends_on") or {}).get("nodes") or []:
-                visit(child, grandparent, seen)
-            return
-        needed_by.setdefault(parent, set()).add(child)
-
-    for unique_id in sorted(selected_set):
-        node = nodes.get(unique_id) or unit_tests.get(unique_id) or {}
-        if node.get("resource_type") == "unit_test":
-            continue  # unit tests run on fixtures, not on warehouse relations
-        for parent in (node.get("depends_on") or {}).get("nodes") or []:
-            visit(unique_id, parent, set())
-    return [
-        DeferredParent(
-            unique_id=uid,
-            prod_relation=relation_name(prod_nodes[uid]) if uid in prod_nodes else None,
-            needed_by=tuple(sorted(children)),
-        )
-        for uid, children in sorted(needed_by.items())
-    ]
-
-
 def count_outcomes(statuses: Mapping[str, str], manifest: Mapping[str, Any]) -> dict[str, int]:
     """built / tests_passed / failed / skipped / warned from per-node statuses."""
     counts = {"built": 0, "tests_passed": 0, "failed": 0, "skipped": 0, "warned": 0}
     for unique_id, status in statuses.items():
         kind = _resource_type(unique_id, manifest)
-        if status in {"error", "fail", "runtime error"}:
+        if status in FAILING_STATUSES:
             counts["failed"] += 1
-        elif status == "skipped":
+        elif status == NodeStatus.SKIPPED:
             counts["skipped"] += 1
-        elif status == "warn":
+        elif status == NodeStatus.WARN:
             counts["warned"] += 1
-        elif kind in BUILT_TYPES and status == "success":
+        elif kind in RELATION_TYPES and status == NodeStatus.SUCCESS:
             counts["built"] += 1
-        elif kind in TEST_TYPES and status == "pass":
+        elif kind in TEST_TYPES and status == NodeStatus.PASS:
             counts["tests_passed"] += 1
     return counts
 
@@ -181,3 +133,60 @@ def to_markdown(summary: BranchBuildSummary, *, headline: str = "") -> str:
     if not summary.deferred:
         lines.append("| (none) | | |")
     return "\n".join(lines)
+
+
+
+@dataclass
+class BranchBuildReport:
+    """What one branch build did."""
+
+    branch: str
+    sha: str
+    schema: str
+    summary: BranchBuildSummary
+    manifest: PublishedManifest | None
+    state_note: str
+    warnings: list[str] = field(default_factory=list)
+    cloned: dict[str, int] = field(default_factory=dict)
+    diffs: list[ModelDiff] | None = None  # None: diff off or nothing built
+    diff_error: str | None = None
+    partial_parse: str = "none"
+    dbt_seconds: Mapping[str, float] = field(default_factory=dict)  # parse / ls / build
+    wall_seconds: float = 0.0
+    phases: Mapping[str, float] = field(default_factory=dict)  # exclusive seconds per phase
+    dbt_commands: list[Mapping[str, object]] = field(default_factory=list)  # DbtRun.timing()
+    dbt_output_tail: str = ""
+    run_results: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """Every selected node built or passed."""
+        return self.summary.ok
+
+    def failed_nodes(self) -> list[str]:
+        """unique_ids that failed the build."""
+        return failed_nodes(self.run_results)
+
+    def headline(self) -> str:
+        """Warnings, then one paragraph: what was built where, deferred how, and the impact."""
+        counts = self.summary.counts
+        warnings = "".join(f"⚠️ **{w}**\n\n" for w in self.warnings)
+        text = warnings + (
+            f"**{self.branch}** @ `{self.sha[:12]}` → schema `{self.schema}`: "
+            f"{counts.get('selected', 0)} selected, {counts.get('built', 0)} built, "
+            f"{counts.get('tests_passed', 0)} tests passed, {counts.get('failed', 0)} failed, "
+            f"{counts.get('deferred', 0)} parents deferred to prod; {self.state_note}."
+        )
+        if self.diffs is not None:
+            text += f"\n\n**Impact vs prod:** {diff_report.headline(self.diffs)}"
+        elif self.diff_error:
+            text += f"\n\n**Impact vs prod:** {self.diff_error}"
+        return text
+
+    def failure_message(self) -> str:
+        """Why the run failed, naming the failing nodes (runtime errors included)."""
+        failed = self.failed_nodes()
+        return (
+            f"branch {self.branch!r} built with {len(failed)} failing nodes "
+            f"({', '.join(failed[:10])}). Fix them and push again; production is untouched."
+        )

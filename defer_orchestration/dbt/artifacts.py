@@ -1,7 +1,9 @@
 """Reading dbt's artifacts: manifest.json and run_results.json.
 
-Only plain dicts go in and out, so the functions are tested on small hand-written
-artifacts without running dbt.
+The one place that knows their shapes: node statuses (:class:`NodeStatus`, dbt's own
+values), which resource types become relations, and where a node's relation lives.
+Only plain dicts go in, so the functions are tested on small hand-written artifacts
+without running (or importing) dbt.
 """
 
 from __future__ import annotations
@@ -10,12 +12,39 @@ import json
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
+from enum import StrEnum
 from typing import Any
 
 from defer_orchestration.lib.errors import ManifestError
 
 # Resource types that materialize something in the warehouse.
 RELATION_TYPES = frozenset({"model", "seed", "snapshot"})
+# Resource types a build runs as tests.
+TEST_TYPES = frozenset({"test", "unit_test"})
+# Resource types dbt lists but never runs (dbt ls --resource-type all shows them too).
+NOT_RUN_TYPES = frozenset({"source", "exposure", "metric", "semantic_model", "saved_query"})
+
+
+class NodeStatus(StrEnum):
+    """A node's status in run_results.json: the values of dbt's own
+    ``dbt.artifacts.schemas.results.NodeStatus`` (a unit test checks they agree), kept
+    here so reading an artifact never imports dbt."""
+
+    SUCCESS = "success"
+    ERROR = "error"
+    FAIL = "fail"
+    WARN = "warn"
+    SKIPPED = "skipped"
+    PARTIAL_SUCCESS = "partial success"
+    PASS = "pass"
+    RUNTIME_ERROR = "runtime error"
+    NO_OP = "no-op"
+
+
+# A node in one of these failed the build (a runtime error too: dbt exits non-zero).
+FAILING_STATUSES = frozenset({NodeStatus.ERROR, NodeStatus.FAIL, NodeStatus.RUNTIME_ERROR})
+# A node in one of these did what it should.
+OK_STATUSES = frozenset({NodeStatus.SUCCESS, NodeStatus.PASS})
 
 
 def load_json(path: Path, *, what: str) -> dict[str, Any]:
@@ -55,13 +84,25 @@ def node_counts(manifest: Mapping[str, Any]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def result_statuses(run_results: Mapping[str, Any]) -> dict[str, str]:
-    """unique_id -> status ("success", "error", "pass", "fail", "skipped", ...)."""
+def _status(value: Any) -> NodeStatus | str:
+    try:
+        return NodeStatus(str(value))
+    except ValueError:  # a status a newer dbt added: kept as text, never a crash
+        return str(value)
+
+
+def result_statuses(run_results: Mapping[str, Any]) -> dict[str, NodeStatus | str]:
+    """unique_id -> status (a :class:`NodeStatus`; text for a status this code does not know)."""
     return {
-        str(result["unique_id"]): str(result.get("status"))
+        str(result["unique_id"]): _status(result.get("status"))
         for result in run_results.get("results") or []
         if "unique_id" in result
     }
+
+
+def failed_nodes(run_results: Mapping[str, Any]) -> list[str]:
+    """unique_ids whose status failed the build, sorted."""
+    return sorted(uid for uid, status in result_statuses(run_results).items() if status in FAILING_STATUSES)
 
 
 def status_summary(run_results: Mapping[str, Any]) -> dict[str, int]:
@@ -78,14 +119,27 @@ def execution_times(run_results: Mapping[str, Any]) -> dict[str, float]:
     }
 
 
+def is_ephemeral(node: Mapping[str, Any]) -> bool:
+    """Compiled into its children: no relation of its own."""
+    return (node.get("config") or {}).get("materialized") == "ephemeral"
+
+
+def relation_address(node: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(schema, identifier) of the relation a model, seed or snapshot materializes into;
+    None for ephemeral models, other resource types and nodes without a schema."""
+    if node.get("resource_type") not in RELATION_TYPES or is_ephemeral(node) or not node.get("schema"):
+        return None
+    identifier = node.get("alias") or node.get("identifier") or node.get("name")
+    return (str(node["schema"]), str(identifier)) if identifier else None
+
+
 def relation_name(node: Mapping[str, Any]) -> str | None:
     """The warehouse relation a node materializes into, as dbt renders it."""
     name = node.get("relation_name")
     if name:
         return str(name)
-    if node.get("resource_type") in RELATION_TYPES and node.get("schema"):
-        database = node.get("database")
-        ident = node.get("alias") or node.get("name")
-        parts = [p for p in (database, node.get("schema"), ident) if p]
-        return ".".join(f'"{p}"' for p in parts)
-    return None
+    address = relation_address(node)
+    if address is None:
+        return None
+    parts = [p for p in (node.get("database"), *address) if p]
+    return ".".join(f'"{p}"' for p in parts)

@@ -18,6 +18,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from defer_orchestration.lib.errors import DbtInvocationError
 
@@ -55,6 +56,17 @@ class DbtRun:
     output: str
     seconds: float
     target_path: Path
+    started_at: float = 0.0  # unix seconds
+    log_path: Path | None = None
+
+    def timing(self) -> dict[str, object]:
+        """When this command ran and where its dbt.log is (for reports and benchmarks)."""
+        return {
+            "command": self.args[0] if self.args else "",
+            "started": round(self.started_at, 3),
+            "finished": round(self.started_at + self.seconds, 3),
+            "log_path": os.fspath(self.log_path) if self.log_path else "",
+        }
 
     @property
     def ok(self) -> bool:
@@ -73,12 +85,13 @@ class DbtRun:
                 f"{project_dir}. Last lines of its output:\n{self.tail()}"
             )
 
-    def run_results(self) -> dict | None:
+    def run_results(self) -> dict[str, Any] | None:
         """``run_results.json`` of this invocation, if dbt wrote one."""
         path = self.target_path / "run_results.json"
         if not path.is_file():
             return None
-        return json.loads(path.read_text(encoding="utf-8"))
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+        return loaded if isinstance(loaded, dict) else None
 
 
 def build_command(args: Sequence[str], paths: DbtPaths, *, target: str | None) -> list[str]:
@@ -120,6 +133,7 @@ def run_dbt(
     paths.log_path.mkdir(parents=True, exist_ok=True)
     command = build_command(args, paths, target=target)
     run_env = dbt_environment(env)
+    started_at = time.time()
     started = time.monotonic()
     try:
         completed = subprocess.run(
@@ -143,6 +157,8 @@ def run_dbt(
         output=(completed.stdout or "") + (completed.stderr or ""),
         seconds=time.monotonic() - started,
         target_path=paths.target_path,
+        started_at=started_at,
+        log_path=paths.log_path,
     )
     if check:
         result.raise_for_failure(paths.project_dir)

@@ -3,8 +3,8 @@
 The orchestration must run any dbt project without edits to it, so it never uses the
 project's own ``profiles.yml``. It reads only the profile *name* from
 ``dbt_project.yml`` and writes a profile of that name whose targets point at our
-warehouse and schemas. Only :func:`duckdb_output` knows about DuckDB; another adapter is
-a different output dict.
+warehouse and schemas. The target itself comes from the warehouse
+(``Warehouse.dbt_output``): nothing here knows which adapter it is.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from defer_orchestration.lib.errors import ConfigurationError
+from defer_orchestration.warehouse.base import Warehouse
 
 
 def read_project_file(project_dir: Path) -> dict[str, Any]:
@@ -48,11 +49,6 @@ def profile_name(project_dir: Path) -> str:
     return name
 
 
-def duckdb_output(path: Path, schema: str, *, threads: int = 2) -> dict[str, Any]:
-    """A dbt-duckdb target writing into ``schema`` of the DuckDB file at ``path``."""
-    return {"type": "duckdb", "path": os.fspath(path), "schema": schema, "threads": threads}
-
-
 def render_profiles(
     name: str, outputs: Mapping[str, Mapping[str, Any]], *, default_target: str
 ) -> str:
@@ -79,3 +75,18 @@ def write_profiles_dir(
         handle.write(text)
     os.replace(tmp, target)
     return dest
+
+
+def write_profiles(
+    dest: Path,
+    project_dir: Path,
+    targets: Mapping[str, str],
+    default_target: str,
+    *,
+    warehouse: Warehouse,
+    threads: int,
+) -> Path:
+    """A profiles dir for the profile ``project_dir`` asks for, with one target per
+    ``targets`` entry (target name -> schema) in ``warehouse``; returns ``dest``."""
+    outputs = {target: warehouse.dbt_output(schema, threads=threads) for target, schema in targets.items()}
+    return write_profiles_dir(dest, profile_name(project_dir), outputs, default_target=default_target)

@@ -1,4 +1,4 @@
-"""The dbt project the orchestration runs: where it is and its parsed manifest.
+"""The production dbt project: where dbt writes for it, its profiles, its load-time parse.
 
 ``@dbt_assets`` needs a manifest when the code location loads. We parse the project
 into our own home directory (never into the project's ``target/``), and only when a
@@ -14,8 +14,9 @@ from pathlib import Path
 
 from defer_orchestration import constants as c
 from defer_orchestration.dbt.cli import DbtPaths, run_dbt
+from defer_orchestration.dbt.profiles import write_profiles
 from defer_orchestration.lib.errors import ConfigurationError
-from defer_orchestration.resources import DeferOrchSettings
+from defer_orchestration.lib.settings import Settings
 
 # Directories inside a dbt project that dbt writes, not the user.
 _GENERATED_DIRS = frozenset({"target", "logs", "dbt_packages", "dbt_modules", ".git", "__pycache__"})
@@ -34,26 +35,45 @@ def newest_source_mtime(project_dir: Path) -> float:
     return newest
 
 
-def project_work_dir(settings: DeferOrchSettings) -> Path:
+def project_work_dir(settings: Settings) -> Path:
     """Our own directory for one dbt project, keyed by the project's absolute path."""
-    project = settings.project_path()
+    project = settings.project_dir
     key = hashlib.sha256(os.fspath(project).encode("utf-8")).hexdigest()[:12]
-    return settings.home_path() / "dbt" / f"{project.name}-{key}"
+    return settings.home / "dbt" / f"{project.name}-{key}"
 
 
-def prod_dbt_paths(settings: DeferOrchSettings, target_path: Path) -> DbtPaths:
+def prod_profiles_dir(settings: Settings) -> Path:
+    """A profiles dir whose target ``prod`` writes schema ``prod``."""
+    return write_profiles(
+        settings.home / "profiles" / "prod", settings.project_dir, {c.PROD_TARGET: c.PROD_SCHEMA},
+        c.PROD_TARGET, warehouse=settings.warehouse, threads=settings.threads,
+    )
+
+
+def prod_dbt_paths(settings: Settings, target_path: Path) -> DbtPaths:
     """Paths of a production-target dbt invocation writing into ``target_path``."""
     return DbtPaths(
-        project_dir=settings.project_path(),
-        profiles_dir=settings.prod_profiles_dir(),
+        project_dir=settings.project_dir,
+        profiles_dir=prod_profiles_dir(settings),
         target_path=target_path,
         log_path=project_work_dir(settings) / "logs",
     )
 
 
-def prepare_manifest(settings: DeferOrchSettings, *, force: bool = False) -> Path:
+def prod_build_target_path(settings: Settings, run_id: str) -> Path:
+    """Where the production dbt build of one run writes its artifacts (read by prod_manifest)."""
+    return settings.run_dir(run_id) / "prod_build" / "target"
+
+
+def prod_build_args(settings: Settings) -> list[str]:
+    """The production build's dbt arguments (dagster-dbt adds ``--target-path``, profiles
+    and project dirs come from its resource): logs go to our work dir, never the project."""
+    return ["build", "--log-path", os.fspath(project_work_dir(settings) / "logs")]
+
+
+def prepare_manifest(settings: Settings, *, force: bool = False) -> Path:
     """Return a manifest.json of the project parsed for the ``prod`` target, parsing if stale."""
-    project = settings.project_path()
+    project = settings.project_dir
     if not (project / "dbt_project.yml").is_file():
         raise ConfigurationError(
             f"no dbt project at {project} (no dbt_project.yml). Set DEFER_ORCH_DBT_PROJECT_DIR "

@@ -93,7 +93,7 @@ class DbtSession:
         command = build_command(args, paths, target=target)[1:]
         paths.target_path.mkdir(parents=True, exist_ok=True)
         paths.log_path.mkdir(parents=True, exist_ok=True)
-        pending = PendingCommand(self, tuple(args), paths, output_path, time.monotonic())
+        pending = PendingCommand(self, tuple(args), paths, output_path, time.monotonic(), time.time())
         try:
             self._process.stdin.write(json.dumps({"args": command, "output": str(output_path)}) + "\n")
             self._process.stdin.flush()
@@ -129,6 +129,8 @@ class DbtSession:
             output=output,
             seconds=time.monotonic() - pending.started,
             target_path=pending.paths.target_path,
+            started_at=pending.started_at,
+            log_path=pending.paths.log_path,
         )
 
     def close(self) -> None:
@@ -166,7 +168,7 @@ class DbtSession:
     def __enter__(self) -> DbtSession:
         return self.start()
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         if exc_type is not None:
             self.kill()  # interrupted (e.g. run cancelled): do not wait for dbt
         else:
@@ -190,7 +192,8 @@ class PendingCommand:
     args: tuple[str, ...]
     paths: DbtPaths
     output_path: Path
-    started: float
+    started: float  # monotonic
+    started_at: float  # unix seconds
     broken: bool = False  # the child was gone before the command could be sent
 
     def wait(self, *, check: bool = False) -> DbtRun:
@@ -219,7 +222,7 @@ def _share_state_loads() -> None:
     original = getattr(runnable, "PreviousState", None)
     if original is None or getattr(original, "_defer_orchestration_shared", False):
         return
-    loaded: dict[tuple, Any] = {}
+    loaded: dict[tuple[Any, ...], Any] = {}
 
     def shared(state_path: Path, target_path: Path, project_root: Path) -> Any:
         stamps = tuple(
@@ -232,7 +235,7 @@ def _share_state_loads() -> None:
         return loaded[key]
 
     shared._defer_orchestration_shared = True  # type: ignore[attr-defined]
-    runnable.PreviousState = shared  # type: ignore[assignment]
+    setattr(runnable, "PreviousState", shared)  # noqa: B010 - dbt's module attribute, replaced on purpose
 
 
 def _serve(requests: IO[str], replies: IO[str]) -> None:

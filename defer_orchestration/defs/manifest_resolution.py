@@ -8,7 +8,6 @@ recorded at publication before anyone defers to them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,26 +19,7 @@ from defer_orchestration.lib.errors import (
     ManifestError,
     NoManifestPublishedError,
 )
-from defer_orchestration.lib.manifest_store import ManifestStore
-
-
-@dataclass(frozen=True)
-class PublishedManifest:
-    """One verified published version of the production artifacts."""
-
-    version: str
-    path: Path  # directory usable as dbt's --state / --defer-state
-    manifest_sha256: str
-    run_results_sha256: str
-    producing_run_id: str
-    dbt_version: str | None
-    git_sha: str | None
-    created_at: float  # unix seconds
-
-    @property
-    def manifest_path(self) -> Path:
-        """The verified manifest.json."""
-        return self.path / "manifest.json"
+from defer_orchestration.lib.manifest_store import ManifestStore, PublishedManifest
 
 
 def _value(metadata: dict[str, Any], key: str) -> Any:

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 
 from defer_orchestration import constants as c
 
 
-def build_prod_build_schedule(cron: str | None = None) -> dg.ScheduleDefinition:
+def build_prod_build_schedule(cron: str = c.DEFAULT_PROD_CRON) -> dg.ScheduleDefinition:
     """``prod_build_schedule`` on ``cron`` (DEFER_ORCH_PROD_CRON, default daily at 03:00 UTC)."""
-    cron = cron or os.environ.get(c.ENV_PROD_CRON) or c.DEFAULT_PROD_CRON
     return dg.ScheduleDefinition(
         name=c.PROD_BUILD_SCHEDULE,
         job_name=c.PROD_BUILD_JOB,
@@ -28,6 +25,6 @@ def build_branch_schema_ttl_schedule() -> dg.ScheduleDefinition:
         job_name=c.BRANCH_TEARDOWN_JOB,
         cron_schedule="30 4 * * *",
         execution_timezone="UTC",
-        run_config={"ops": {"branch_teardown": {"config": {"branches": [], "drop_idle": True}}}},
+        run_config={"ops": {c.BRANCH_TEARDOWN_OP: {"config": {"branches": [], "drop_idle": True}}}},
         description="Drop branch schemas nobody has built for longer than the TTL.",
     )

@@ -108,7 +108,7 @@ def build_branch_ci_sensor(minimum_interval_seconds: int = 30) -> dg.SensorDefin
             requests.append(
                 dg.RunRequest(
                     run_key=run.run_key,
-                    run_config={"ops": {"branch_build": {"config": {"branch": run.branch, "sha": run.sha}}}},
+                    run_config={"ops": {c.BRANCH_BUILD_OP: {"config": {"branch": run.branch, "sha": run.sha}}}},
                     tags=tags,
                 )
             )
@@ -155,7 +155,7 @@ def build_branch_teardown_sensor(minimum_interval_seconds: int = 60) -> dg.Senso
             requests.append(
                 dg.RunRequest(
                     run_key=f"teardown:{branch}@{previous.get(branch, '')}",
-                    run_config={"ops": {"branch_teardown": {"config": {"branches": [branch]}}}},
+                    run_config={"ops": {c.BRANCH_TEARDOWN_OP: {"config": {"branches": [branch]}}}},
                     tags={c.BRANCH_TAG: branch},
                 )
             )

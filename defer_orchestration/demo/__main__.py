@@ -21,7 +21,6 @@ import dagster as dg
 
 from defer_orchestration import constants as c
 from defer_orchestration.definitions import build_definitions
-from defer_orchestration.warehouse import duckdb as warehouse
 from defer_orchestration.dbt.artifacts import load_json
 from defer_orchestration.lib.schema_names import branch_schema_name
 from defer_orchestration.defs.manifest_resolution import latest_published_manifest
@@ -135,7 +134,7 @@ def main() -> int:
     print(metadata.get("summary", "(no summary)"))
 
     _say("5. the same branch as a full build, for comparison")
-    full_config = {"ops": {"branch_build": {"config": {"branch": FEATURE_BRANCH, "select": "fqn:*"}}}}
+    full_config = {"ops": {c.BRANCH_BUILD_OP: {"config": {"branch": FEATURE_BRANCH, "select": "fqn:*"}}}}
     started = time.monotonic()
     full = job.execute_in_process(run_config={**full_config, **_QUIET}, instance=instance, raise_on_error=False)
     full_seconds = time.monotonic() - started
@@ -151,8 +150,8 @@ def main() -> int:
             run_config={**req.run_config, **_QUIET}, tags=req.tags, instance=instance, raise_on_error=False
         )
         teardown_ok = teardown_ok and result.success
-    with warehouse.connect(settings.warehouse_path()) as conn:
-        remaining = warehouse.list_schemas(conn)
+    with settings.warehouse().connect() as conn:
+        remaining = conn.list_schemas()
 
     _say("summary")
     print(

@@ -1,4 +1,5 @@
-"""Synthetic source tables in schema ``raw``: the upstream assets of the dbt sources."""
+"""The bundled project's synthetic source tables in schema ``raw``: the upstream assets of
+its dbt sources. Registered only when the orchestrated project is the bundled one."""
 
 # No `from __future__ import annotations` here: Dagster inspects the `context` and
 # config annotations of ops and assets at definition time and needs real types.
@@ -8,7 +9,6 @@ import dagster as dg
 
 from defer_orchestration import constants as c
 from defer_orchestration.demo import synthetic_data
-from defer_orchestration.warehouse import duckdb as warehouse
 from defer_orchestration.resources import DeferOrchSettings
 
 
@@ -27,13 +27,12 @@ def raw_asset_key(table: str) -> dg.AssetKey:
         )
         for table in synthetic_data.RAW_TABLES
     ],
+    name=c.RAW_TABLES_OP,
     pool=c.WAREHOUSE_POOL,
 )
 def raw_tables(context: dg.AssetExecutionContext, settings: DeferOrchSettings):
     """Write every synthetic source table (deterministic for a given ``raw_scale``)."""
-    with warehouse.connect(
-        settings.warehouse_path(), lock_timeout_s=settings.warehouse_lock_timeout_s
-    ) as conn:
+    with settings.warehouse().connect() as conn:
         counts = synthetic_data.write_raw_tables(conn, scale=settings.raw_scale)
     context.log.info(f"wrote raw tables at scale {settings.raw_scale}: {counts}")
     for table in synthetic_data.RAW_TABLES:

@@ -278,7 +278,7 @@ def _statements(scale: int, schema: str) -> dict[str, str]:
 def write_raw_tables(conn: Any, *, scale: int = 1, schema: str = RAW_SCHEMA) -> dict[str, int]:
     """(Re)create every table in ``RAW_TABLES`` inside ``schema`` and return their row counts.
 
-    ``conn`` is an open ``duckdb.DuckDBPyConnection``. The data is a pure function of
+    ``conn`` is an open warehouse connection (DuckDB SQL). The data is a pure function of
     ``scale`` (a positive integer multiplier: 1 gives 4,000 orders). Raises
     ``ValueError`` for a scale below 1.
     """

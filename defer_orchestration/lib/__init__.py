@@ -1,2 +1,2 @@
-"""Pure logic with no Dagster imports: schema naming, dbt arguments, manifest store,
-git queries, branch planning, run summaries and the error tree."""
+"""Generic helpers with no Dagster imports: git, the manifest store, schema names, plain
+settings, backoff, phase timing and the error tree (``errors``)."""

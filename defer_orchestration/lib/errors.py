@@ -3,13 +3,16 @@
     DeferOrchestrationError
     ├── ConfigurationError            bad settings, paths or launch config
     ├── BranchNameError               a branch name we cannot map to a schema
+    ├── BranchPlanCursorError         a sensor cursor cannot be read (also a ValueError)
     ├── ProtectedSchemaError          a branch/teardown target resolved to a protected schema
+    ├── PreflightError                a relation a branch build would defer to does not exist
     ├── GitError                      a git command failed
     ├── DbtInvocationError            dbt could not be run or failed
     ├── WarehouseError                the warehouse could not be opened or queried
     │   └── WarehouseLockedError      another process holds the warehouse file
     └── ManifestError                 anything about published production manifests
         ├── NoManifestPublishedError  no successful production build has published one
+        ├── StaleStateError           older than allowed, and the launch says fail
         ├── ManifestArtifactMissingError
         ├── ManifestChecksumError     the stored artifact does not match its recorded sha256
         └── ArtifactStoreError        the store could not be written (disk full, permissions)
@@ -30,8 +33,16 @@ class BranchNameError(DeferOrchestrationError):
     """A branch name cannot be turned into a branch schema."""
 
 
+class BranchPlanCursorError(DeferOrchestrationError, ValueError):
+    """A sensor cursor could not be read; it must be reset by hand."""
+
+
 class ProtectedSchemaError(DeferOrchestrationError):
     """A branch or teardown operation would have touched a protected schema."""
+
+
+class PreflightError(DeferOrchestrationError):
+    """A relation the branch build would read through deferral does not exist."""
 
 
 class GitError(DeferOrchestrationError):
@@ -56,6 +67,10 @@ class ManifestError(DeferOrchestrationError):
 
 class NoManifestPublishedError(ManifestError):
     """No successful production build has published a manifest yet."""
+
+
+class StaleStateError(ManifestError):
+    """The production manifest is older than allowed and ``on_stale_state`` is ``fail``."""
 
 
 class ManifestArtifactMissingError(ManifestError):

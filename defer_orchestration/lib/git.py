@@ -352,31 +352,9 @@ def commit_info(path: Path) -> CommitInfo:
     return CommitInfo(sha=sha, dirty=dirty, repo_root=root)
 
 
-def changed_files(mirror_dir: Path, base: str, head: str) -> list[str]:
-    """Paths that differ between commits ``base`` and ``head``; a rename lists both paths."""
-    _check_ref(base)
-    _check_ref(head)
-    output = run_git(
-        [
-            "--git-dir",
-            os.fspath(mirror_dir),
-            "diff",
-            "--name-only",
-            "--no-renames",
-            "--no-ext-diff",
-            "-z",
-            base,
-            head,
-            "--",
-        ]
-    )
-    return [name for name in output.split("\x00") if name]
-
-
 __all__ = [
     "CommitInfo",
     "add_worktree",
-    "changed_files",
     "checked_out",
     "commit_info",
     "ensure_mirror",

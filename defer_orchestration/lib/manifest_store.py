@@ -60,6 +60,46 @@ class StoredVersion:
         return self.path / "manifest.json"
 
 
+@dataclass(frozen=True)
+class PublishedManifest:
+    """One verified published version of the production artifacts, as a branch build uses it."""
+
+    version: str
+    path: Path  # directory usable as dbt's --state / --defer-state
+    manifest_sha256: str
+    run_results_sha256: str
+    producing_run_id: str
+    dbt_version: str | None
+    git_sha: str | None
+    created_at: float  # unix seconds
+
+    @property
+    def manifest_path(self) -> Path:
+        """The verified manifest.json."""
+        return self.path / "manifest.json"
+
+
+def reopen_version(version_dir: Path, *, what: str) -> PublishedManifest:
+    """A version directory verified by its own name (the store is content-addressed), e.g.
+    the manifest an earlier run deferred to. ``what`` names it in errors."""
+    files = {n: version_dir / n for n in ARTIFACT_FILES}
+    if not all(f.is_file() for f in files.values()):
+        raise ManifestArtifactMissingError(f"{what} {version_dir} is gone from the artifact store.")
+    digests = {name: sha256_file(f) for name, f in files.items()}
+    if version_of(digests) != version_dir.name:
+        raise ManifestChecksumError(f"{what} {version_dir} no longer matches its content address (corrupt).")
+    try:
+        metadata = json.loads(files["manifest.json"].read_text(encoding="utf-8")).get("metadata") or {}
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ManifestChecksumError(f"{what} {version_dir} has an unreadable manifest.json ({exc}).") from exc
+    return PublishedManifest(
+        version=version_dir.name, path=version_dir, manifest_sha256=digests["manifest.json"],
+        run_results_sha256=digests["run_results.json"], producing_run_id="",
+        dbt_version=metadata.get("dbt_version"), git_sha=None,
+        created_at=files["manifest.json"].stat().st_mtime,
+    )
+
+
 def _store_error(action: str, path: Path, exc: OSError) -> ArtifactStoreError:
     hint = {
         errno.ENOSPC: "the disk is full; free space under the artifact store and rerun prod_build_job",

@@ -27,14 +27,16 @@ from helpers import delete_branch, push_branch, record_publication
 
 from defer_orchestration import constants as c
 from defer_orchestration.defs.assets.prod_manifest import build_prod_manifest_asset
-from defer_orchestration.branch.build import worktree_prefix, worktrees_dir
+from defer_orchestration.branch.checkout import worktree_prefix, worktrees_dir
 from defer_orchestration.definitions import build_definitions
-from defer_orchestration.warehouse import duckdb as warehouse
+from defer_orchestration.warehouse import base as warehouse
 from defer_orchestration.lib.manifest_store import ManifestStore
 from defer_orchestration.lib.schema_names import branch_schema_name, quote_identifier
 from defer_orchestration.defs.manifest_resolution import latest_published_manifest
 from defer_orchestration.resources import DeferOrchSettings
 from defer_orchestration.defs.sensors import build_branch_teardown_sensor
+
+pytestmark = pytest.mark.dbt  # runs dbt (see tests/conftest.py)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,7 +73,7 @@ def _push_edit(prod_env, branch: str, model: str, scratch: Path) -> str:
 
 def _run_branch(defs: dg.Definitions, instance, branch: str) -> dg.ExecuteInProcessResult:
     return defs.resolve_job_def(c.BRANCH_CI_JOB).execute_in_process(
-        run_config={"ops": {"branch_build": {"config": {"branch": branch}}}},
+        run_config={"ops": {c.BRANCH_BUILD_OP: {"config": {"branch": branch}}}},
         instance=instance,
         raise_on_error=False,
     )
@@ -80,8 +82,8 @@ def _run_branch(defs: dg.Definitions, instance, branch: str) -> dg.ExecuteInProc
 def _registered(settings: DeferOrchSettings) -> set[str]:
     schema, name = warehouse.REGISTRY_SCHEMA, warehouse.REGISTRY_TABLE
     table = f"{quote_identifier(schema)}.{quote_identifier(name)}"
-    with warehouse.connect(settings.warehouse_path(), read_only=True) as conn:
-        if name not in warehouse.list_relations(conn, schema):
+    with settings.warehouse().connect(read_only=True) as conn:
+        if name not in conn.list_relations(schema):
             return set()  # no branch was ever built in this warehouse
         return {row[0] for row in conn.execute(f"select schema_name from {table}").fetchall()}
 
@@ -255,7 +257,7 @@ def manifest_job(prod_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
                 [asset], instance=instance, resources={"settings": settings}, raise_on_error=False
             )
 
-        yield materialize, instance, settings.store()
+        yield materialize, instance, settings.core().store()
 
 
 def _fail_writes_with(monkeypatch: pytest.MonkeyPatch, code: int) -> None:
@@ -351,7 +353,7 @@ def test_a_foreign_lock_is_waited_for_then_named_and_nothing_is_reported(
     branch = "feature/lock-held"
     model = "dbt_project/models/marts/daily_revenue.sql"
     _push_edit(prod_env, branch, model, tmp_path)
-    holder = ForeignLockHolder(settings.warehouse_path())
+    holder = ForeignLockHolder(settings.warehouse().path)
     try:
         started = time.monotonic()
         result = _run_branch(defs, prod_env.instance, branch)
@@ -381,7 +383,7 @@ def _hold_the_lock_around_dbt_build(monkeypatch, settings, *, release_after_firs
             return real_invoke(self, args, paths, **kwargs)
         builds.append(1)
         if len(builds) == 1:
-            holders.append(ForeignLockHolder(settings.warehouse_path()))
+            holders.append(ForeignLockHolder(settings.warehouse().path))
         try:
             return real_invoke(self, args, paths, **kwargs)
         finally:
@@ -422,9 +424,9 @@ def test_a_lock_taken_just_before_dbt_build_is_waited_for(
     schema = branch_schema_name(branch)
     assert len(builds) == 2, builds  # the first attempt met the lock, the retry built
     assert result.success, _step_failure(result)[0]
-    with warehouse.connect(settings.warehouse_path(), read_only=True) as conn:
-        assert set(warehouse.list_relations(conn, schema)) == {Path(model).stem}
-    root = worktrees_dir(settings)
+    with settings.warehouse().connect(read_only=True) as conn:
+        assert set(conn.list_relations(schema)) == {Path(model).stem}
+    root = worktrees_dir(settings.core())
     assert not root.exists() or not any(
         p.name.startswith(worktree_prefix(schema)) for p in root.iterdir()
     )
@@ -446,11 +448,11 @@ def test_branch_deleted_while_its_run_is_queued_cancels_it_and_teardown_drops_th
     sha = push_branch(prod_env.repo, branch, {"README.md": "queued\n"}, tmp_path)
     settings = prod_env.settings
     # An earlier run built the schema, and a killed one left its worktree behind.
-    with warehouse.connect(settings.warehouse_path()) as conn:
-        warehouse.register_branch_schema(conn, schema, branch=branch, sha=sha, now=time.time())
+    with settings.warehouse().connect() as conn:
+        conn.register_branch_schema(schema, branch=branch, sha=sha, now=time.time())
         conn.execute(f"create schema {quote_identifier(schema)}")
         conn.execute(f"create table {quote_identifier(schema)}.leftover as select 1 as x")
-    leftover = worktrees_dir(settings) / f"{worktree_prefix(schema)}{sha[:12]}-deadbeef"
+    leftover = worktrees_dir(settings.core()) / f"{worktree_prefix(schema)}{sha[:12]}-deadbeef"
     leftover.mkdir(parents=True)
 
     overrides = {
@@ -491,7 +493,7 @@ def test_branch_deleted_while_its_run_is_queued_cancels_it_and_teardown_drops_th
             run_config=requests[0].run_config, instance=instance
         )
     assert teardown.success
-    with warehouse.connect(settings.warehouse_path(), read_only=True) as conn:
-        assert schema not in warehouse.list_schemas(conn)
+    with settings.warehouse().connect(read_only=True) as conn:
+        assert schema not in conn.list_schemas()
     assert schema not in _registered(settings)
     assert not leftover.exists()

@@ -35,7 +35,8 @@ from .e2e_stack import LOCATION, REPOSITORY, TERMINAL, Stack, overlaps, wait_for
 from helpers import delete_branch, git, push_branch
 
 from defer_orchestration import constants as c
-from defer_orchestration.warehouse import duckdb as warehouse
+from defer_orchestration.warehouse import base as warehouse
+from defer_orchestration.warehouse.duckdb import DuckDBWarehouse
 from defer_orchestration.lib.schema_names import branch_schema_name, quote_identifier
 
 pytestmark = [pytest.mark.e2e, pytest.mark.dbt]
@@ -61,7 +62,7 @@ def model(dbt, session):
     time.sleep(600)
     return dbt.ref("customers")
 '''
-WAREHOUSE_STEPS = {"raw_tables", "prod_dbt_models", "branch_build", "branch_teardown"}
+WAREHOUSE_STEPS = {c.RAW_TABLES_OP, c.PROD_DBT_OP, c.BRANCH_BUILD_OP, c.BRANCH_TEARDOWN_OP}
 BROWSER_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -87,12 +88,12 @@ def _read_warehouse(stack: Stack, query, *args):
     active = stack.active_runs()
     assert not active, f"would open the warehouse while runs are active: {active}"
     path = stack.home / "warehouse.duckdb"
-    with warehouse.connect(path, read_only=True, lock_timeout_s=10) as conn:
+    with DuckDBWarehouse(path, lock_timeout_s=10).connect(read_only=True) as conn:
         return query(conn, *args)
 
 
 def _relations(stack: Stack, schema: str) -> set[str]:
-    return set(_read_warehouse(stack, warehouse.list_relations, schema))
+    return set(_read_warehouse(stack, lambda conn, s: conn.list_relations(s), schema))
 
 
 def _registered(conn) -> set[str]:
@@ -101,7 +102,7 @@ def _registered(conn) -> set[str]:
     return {row[0] for row in conn.execute(f"select schema_name from {table}").fetchall()}
 
 
-def _output_metadata(stack: Stack, run_id: str, step: str = "branch_build") -> dict[str, object]:
+def _output_metadata(stack: Stack, run_id: str, step: str = c.BRANCH_BUILD_OP) -> dict[str, object]:
     for event in stack.run_events(run_id):
         if event["__typename"] == "ExecutionStepOutputEvent" and event.get("stepKey") == step:
             values: dict[str, object] = {}
@@ -343,9 +344,9 @@ def test_branch_deleted_during_dbt_build_is_cancelled_cleaned_and_torn_down(
     ]
     assert any("branch deleted" in m for m in cancelling), cancelling
     assert [r["status"] for r in wave["teardown_runs"]] == ["SUCCESS"]
-    teardown_meta = _output_metadata(stack, wave["teardown_runs"][0]["runId"], "branch_teardown")
+    teardown_meta = _output_metadata(stack, wave["teardown_runs"][0]["runId"], c.BRANCH_TEARDOWN_OP)
     assert teardown_meta["dropped_schemas"] == [schema]
-    schemas = set(_read_warehouse(stack, warehouse.list_schemas))
+    schemas = set(_read_warehouse(stack, lambda conn: conn.list_schemas()))
     assert schema not in schemas and branch_schema_name(INT_BRANCH) in schemas
     assert schema not in _read_warehouse(stack, _registered)
     assert not list((stack.home / "scratch" / "worktrees").glob(f"{schema}--*"))

@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from defer_orchestration.branch.plan import (
-    BranchPlan,
+    BranchRunPlan,
+    TeardownPlan,
     BranchPlanCursorError,
     PlannedBranchRun,
     branch_is_watched,
@@ -36,7 +37,6 @@ def test_first_tick_runs_every_watched_branch_sorted() -> None:
         PlannedBranchRun("feature/a", A1, f"feature/a@{A1}", None),
         PlannedBranchRun("zeta", B1, f"zeta@{B1}", None),
     )
-    assert plan.deleted == ()
     assert parse_cursor(plan.cursor) == {"feature/a": A1, "zeta": B1}
 
 
@@ -62,7 +62,7 @@ def test_force_push_to_an_older_commit_is_a_new_run() -> None:
 def test_unchanged_heads_plan_nothing() -> None:
     cursor = _cursor({"feature/a": A1, "fix": B1})
     plan = plan_branch_runs(cursor, {"main": M1, "feature/a": A1, "fix": B1})
-    assert plan == BranchPlan(runs=(), deleted=(), cursor=cursor)
+    assert plan == BranchRunPlan(runs=(), cursor=cursor)
 
 
 def test_restart_with_the_same_cursor_launches_nothing() -> None:
@@ -76,10 +76,9 @@ def test_restart_with_the_same_cursor_launches_nothing() -> None:
         assert again.cursor == first.cursor
 
 
-def test_deleted_branch_leaves_the_cursor_and_is_reported() -> None:
+def test_deleted_branch_leaves_the_ci_cursor() -> None:
     plan = plan_branch_runs(_cursor({"feature/a": A1, "fix": B1}), {"main": M1, "fix": B1})
     assert plan.runs == ()
-    assert plan.deleted == ("feature/a",)
     assert parse_cursor(plan.cursor) == {"fix": B1}
 
 
@@ -112,7 +111,7 @@ def test_include_and_exclude_globs() -> None:
 
 def test_unwatched_branch_deleted_is_not_reported() -> None:
     cursor = _cursor({"feature/a": A1})
-    plan = plan_branch_runs(cursor, {"main": M1}, exclude=["feature/*"])
+    plan = plan_teardown(cursor, {"main": M1}, exclude=["feature/*"])
     assert plan.deleted == ()
 
 
@@ -127,14 +126,13 @@ def test_run_key_is_branch_at_sha() -> None:
 def test_teardown_reports_deleted_watched_branches_sorted() -> None:
     cursor = _cursor({"z": A1, "feature/a": A1, "fix": B1})
     plan = plan_teardown(cursor, {"main": M1, "fix": A2})  # fix moved on: not deleted
-    assert plan.runs == ()
     assert plan.deleted == ("feature/a", "z")
     assert parse_cursor(plan.cursor) == {"fix": A2}
 
 
 def test_teardown_first_tick_deletes_nothing() -> None:
     plan = plan_teardown(None, {"main": M1, "feature/a": A1})
-    assert plan == BranchPlan(runs=(), deleted=(), cursor=_cursor({"feature/a": A1}))
+    assert plan == TeardownPlan(deleted=(), cursor=_cursor({"feature/a": A1}))
 
 
 def test_teardown_never_reports_main() -> None:
@@ -246,7 +244,6 @@ def test_plan_properties(before: dict[str, str], after: dict[str, str]) -> None:
     )
     for run in plan.runs:
         assert run.superseded_sha == watched_before.get(run.branch)
-    assert plan.deleted == tuple(sorted(set(watched_before) - set(after)))
-    assert plan_teardown(cursor, after).deleted == plan.deleted
+    assert plan_teardown(cursor, after).deleted == tuple(sorted(set(watched_before) - set(after)))
     # Applying the same observation again is a no-op.
     assert plan_branch_runs(plan.cursor, after).runs == ()

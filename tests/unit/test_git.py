@@ -373,7 +373,7 @@ def test_remove_worktree_cleans_up_after_a_deleted_directory(repo: Repo, tmp_pat
         pass
 
 
-# --- merge_base, changed_files --------------------------------------------------------------
+# --- merge_base --------------------------------------------------------------
 
 
 def test_merge_base(repo: Repo, tmp_path: Path) -> None:
@@ -401,22 +401,6 @@ def test_merge_base_of_a_missing_commit_raises(repo: Repo, tmp_path: Path) -> No
     mirror = git.ensure_mirror(os.fspath(repo.path), tmp_path / "mirror.git")
     with pytest.raises(GitError, match="git --git-dir .* merge-base"):
         git.merge_base(mirror, "main", "nope")
-
-
-def test_changed_files(repo: Repo, tmp_path: Path) -> None:
-    base = repo.head()
-    repo.write("project/model.sql", "select 2\n")
-    repo.write("project/nouveauté.sql", "select 3\n")
-    repo.git("mv", "README", "README.md")
-    head = repo.commit("changes")
-    mirror = git.ensure_mirror(os.fspath(repo.path), tmp_path / "mirror.git")
-    assert sorted(git.changed_files(mirror, base, head)) == [
-        "README",
-        "README.md",
-        "project/model.sql",
-        "project/nouveauté.sql",
-    ]
-    assert git.changed_files(mirror, head, head) == []
 
 
 # --- repo_root, commit_info --------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The DuckDB layer: lock retries with a message naming the holder, guarded drops."""
+"""The warehouse interface on DuckDB: lock retries with a message naming the holder,
+guarded drops and copies, the branch-schema registry, one catalog query."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from defer_orchestration.lib.backoff import backoff_delays
+from defer_orchestration.lib.errors import ConfigurationError, ProtectedSchemaError, WarehouseLockedError
+from defer_orchestration.warehouse import open_warehouse
 from defer_orchestration.warehouse import duckdb as warehouse
-from defer_orchestration.lib.errors import ProtectedSchemaError, WarehouseLockedError
+from defer_orchestration.warehouse.duckdb import DuckDBWarehouse
 
 
 def test_lock_holder_is_parsed_from_duckdbs_message() -> None:
@@ -38,23 +42,69 @@ def test_a_foreign_lock_is_retried_then_named(tmp_path: Path) -> None:
         assert holder.stdout.readline().strip() == "ready"
         sleeps: list[float] = []
         with pytest.raises(WarehouseLockedError, match=rf"locked by .*PID {holder.pid}"):
-            with warehouse.connect(path, lock_timeout_s=1.0, sleep=sleeps.append):
+            with DuckDBWarehouse(path, lock_timeout_s=1.0, sleep=sleeps.append).connect():
                 pass
         assert sleeps, "the lock should have been retried before giving up"
     finally:
         holder.kill()
         holder.wait()
     # Once the holder is gone the same call succeeds.
-    with warehouse.connect(path, lock_timeout_s=5.0) as conn:
+    with DuckDBWarehouse(path, lock_timeout_s=5.0).connect() as conn:
         assert conn.execute("select 1").fetchone() == (1,)
 
 
 def test_drop_refuses_production_and_foreign_schemas(tmp_path: Path) -> None:
-    with warehouse.connect(tmp_path / "w.duckdb") as conn:
+    with DuckDBWarehouse(tmp_path / "w.duckdb").connect() as conn:
         conn.execute('create schema "prod"; create table "prod"."t" as select 1 as x')
         conn.execute('create schema "analytics"')
         for schema in ("prod", "PROD", "analytics", "raw"):
             with pytest.raises(ProtectedSchemaError):
-                warehouse.drop_branch_schema(conn, schema)
-        assert warehouse.relation_exists(conn, "prod", "t")
-        assert "analytics" in warehouse.list_schemas(conn)
+                conn.drop_branch_schema(schema)
+            with pytest.raises(ProtectedSchemaError):
+                conn.copy_table(("prod", "t"), (schema, "t2"))
+        assert "t" in conn.list_relations("prod")
+        assert "analytics" in conn.list_schemas()
+
+
+BRANCH = "br_feature_0123456789"
+
+
+def test_registry_copy_counts_and_catalog(tmp_path: Path) -> None:
+    with DuckDBWarehouse(tmp_path / "w.duckdb").connect() as conn:
+        conn.execute("create schema prod; create table prod.orders as select range as id, 'x' as s from range(7)")
+        assert conn.registered_branch_schemas() == {}
+        conn.register_branch_schema(BRANCH, branch="feature", sha="a" * 40, now=100.0)
+        conn.register_branch_schema(BRANCH, branch="feature", sha="b" * 40, now=200.0)
+        assert conn.registered_branch_schemas() == {BRANCH: ("feature", 200.0)}
+        assert conn.copy_table(("prod", "orders"), (BRANCH, "orders")) == 7
+        assert conn.list_relations(BRANCH) == {"orders": "BASE TABLE"}
+        assert conn.row_count(BRANCH, "orders") == 7
+        columns = conn.columns([("prod", "orders"), (BRANCH, "orders"), ("prod", "missing")])
+        assert columns == {("prod", "orders"): {"id": "BIGINT", "s": "VARCHAR"}, (BRANCH, "orders"): {"id": "BIGINT", "s": "VARCHAR"}}
+        assert conn.drop_branch_schema(BRANCH) is True
+        assert conn.drop_branch_schema(BRANCH) is False
+        conn.forget_branch_schema(BRANCH)
+        assert conn.registered_branch_schemas() == {}
+
+
+def test_dbt_target_and_lock_recognition(tmp_path: Path) -> None:
+    house = open_warehouse("duckdb", home=tmp_path, lock_timeout_s=3.0)
+    assert house.dbt_output("prod", threads=4) == {
+        "type": "duckdb", "path": str(tmp_path / "warehouse.duckdb"), "schema": "prod", "threads": 4,
+    }
+    assert house.serialise_writers and house.lock_timeout_s == 3.0
+    assert house.locked_by("IO Error: Could not set lock on file x: Conflicting lock is held in /bin/x (PID 7)") == "/bin/x (PID 7)"
+    assert house.locked_by("IO Error: Could not set lock on file x") == ""
+    assert house.locked_by("Catalog Error: no table") is None
+    with pytest.raises(ConfigurationError, match="DEFER_ORCH_WAREHOUSE"):
+        open_warehouse("oracle", home=tmp_path, lock_timeout_s=1.0)
+
+
+def test_backoff_doubles_up_to_the_cap_within_the_deadline() -> None:
+    now = [0.0]
+    delays = []
+    for delay in backoff_delays(20.0, clock=lambda: now[0]):
+        delays.append(delay)
+        now[0] += delay
+    assert delays == [0.25, 0.5, 1.0, 2.0, 4.0, 5.0, 5.0]
+    assert sum(delays) <= 20.0

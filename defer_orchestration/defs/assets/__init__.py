@@ -1,2 +1,2 @@
-"""Production assets: synthetic raw sources, the dbt models built into ``prod``, and the
-``prod_manifest`` artifact that branch builds defer to."""
+"""Production assets: the dbt models built into ``prod`` and the ``prod_manifest`` artifact
+that branch builds defer to."""

@@ -13,20 +13,17 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 
 from defer_orchestration import constants as c
-from defer_orchestration.warehouse import duckdb as warehouse
-from defer_orchestration.dbt.artifacts import result_statuses
+from defer_orchestration.dbt.artifacts import NodeStatus, failed_nodes, relation_address, result_statuses
 from defer_orchestration.dbt.cli import dbt_executable
+from defer_orchestration.dbt.project import (
+    newest_source_mtime,
+    prod_build_args,
+    prod_build_target_path,
+    prod_profiles_dir,
+)
 from defer_orchestration.lib.errors import WarehouseError
-from defer_orchestration.dbt.project import newest_source_mtime, project_work_dir
+from defer_orchestration.lib.settings import Settings
 from defer_orchestration.resources import DeferOrchSettings
-
-PROD_DBT_ASSETS_NAME = "prod_dbt_models"
-
-
-def prod_build_target_path(settings: DeferOrchSettings, run_id: str) -> Path:
-    """Where the production dbt build of one run writes its artifacts (read by prod_manifest)."""
-    return settings.run_dir(run_id) / "prod_build" / "target"
-
 
 class ProdDbtTranslator(DagsterDbtTranslator):
     """dagster-dbt's default keys (sources ``raw/<table>`` meet the raw assets), one group."""
@@ -36,25 +33,17 @@ class ProdDbtTranslator(DagsterDbtTranslator):
         return c.PROD_DBT_GROUP
 
 
-def _row_counts(
-    settings: DeferOrchSettings, manifest: Mapping[str, Any], unique_ids: set[str]
-) -> dict[str, int]:
+def _row_counts(settings: Settings, manifest: Mapping[str, Any], unique_ids: set[str]) -> dict[str, int]:
     """Row counts of the built relations, read after dbt has released the warehouse file."""
     nodes = manifest.get("nodes", {})
     counts: dict[str, int] = {}
-    with warehouse.connect(
-        settings.warehouse_path(), lock_timeout_s=settings.warehouse_lock_timeout_s
-    ) as conn:
+    with settings.warehouse.connect() as conn:
         for unique_id in sorted(unique_ids):
-            node = nodes.get(unique_id) or {}
-            if node.get("resource_type") not in {"model", "seed", "snapshot"}:
-                continue
-            if (node.get("config") or {}).get("materialized") == "ephemeral":
+            address = relation_address(nodes.get(unique_id) or {})
+            if address is None:
                 continue
             try:
-                counts[unique_id] = warehouse.row_count(
-                    conn, node["schema"], node.get("alias") or node["name"]
-                )
+                counts[unique_id] = conn.row_count(*address)
             except Exception:  # a count is decoration; never fail the build over it
                 continue
     return counts
@@ -82,14 +71,15 @@ def build_prod_dbt_assets(manifest_path: Path) -> dg.AssetsDefinition:
 
     @dbt_assets(
         manifest=manifest,
-        name=PROD_DBT_ASSETS_NAME,
+        name=c.PROD_DBT_OP,
         dagster_dbt_translator=ProdDbtTranslator(),
         pool=c.WAREHOUSE_POOL,
     )
     def prod_dbt_models(context: dg.AssetExecutionContext, settings: DeferOrchSettings):
         """``dbt build`` into schema ``prod``; fails the step (so no manifest is published)
         when any model or test fails."""
-        if newest_source_mtime(settings.project_path()) > loaded_at:
+        core = settings.core()
+        if newest_source_mtime(core.project_dir) > loaded_at:
             raise dg.Failure(
                 description=(
                     f"the dbt project at {settings.project_path()} changed after this code "
@@ -98,36 +88,30 @@ def build_prod_dbt_assets(manifest_path: Path) -> dg.AssetsDefinition:
                 )
             )
         dbt = DbtCliResource(
-            project_dir=str(settings.project_path()),
-            profiles_dir=str(settings.prod_profiles_dir()),
+            project_dir=str(core.project_dir),
+            profiles_dir=str(prod_profiles_dir(core)),
             target=c.PROD_TARGET,
             dbt_executable=dbt_executable(),
         )
-        target_path = prod_build_target_path(settings, context.run_id)
-        log_path = project_work_dir(settings) / "logs"
         invocation = dbt.cli(
-            ["build", "--log-path", str(log_path)],
+            prod_build_args(core),
             context=context,
-            target_path=target_path,
+            target_path=prod_build_target_path(core, context.run.run_id),
             raise_on_error=False,
         )
         # Buffer the events: the dbt subprocess holds the DuckDB file until it exits,
         # and row counts can only be read after that.
         events = list(invocation.stream())
-        built = {
-            uid
-            for uid, status in result_statuses(invocation.get_artifact("run_results.json")).items()
-            if status == "success"
-        }
+        run_results = invocation.get_artifact("run_results.json")
+        built = {uid for uid, status in result_statuses(run_results).items() if status == NodeStatus.SUCCESS}
         try:
-            counts = _row_counts(settings, invocation.manifest, built)
+            counts = _row_counts(core, invocation.manifest, built)
         except WarehouseError as exc:
             context.log.warning(f"row counts skipped: {exc}")
             counts = {}
         yield from _with_row_counts(events, counts)
         if not invocation.is_successful():
-            statuses = result_statuses(invocation.get_artifact("run_results.json"))
-            failed = sorted(u for u, s in statuses.items() if s in {"error", "fail"})
+            failed = failed_nodes(run_results)
             raise dg.Failure(
                 description=(
                     f"the production dbt build failed ({len(failed)} failing nodes: "

@@ -14,8 +14,8 @@ from pathlib import Path
 import dagster as dg
 
 from defer_orchestration import constants as c
-from defer_orchestration.defs.assets.prod_dbt import prod_build_target_path
 from defer_orchestration.dbt import artifacts as dbt_artifacts
+from defer_orchestration.dbt.project import prod_build_target_path
 from defer_orchestration.lib import git
 from defer_orchestration.lib.manifest_store import StoredVersion
 from defer_orchestration.resources import DeferOrchSettings
@@ -33,7 +33,7 @@ def manifest_metadata(
     not_ok = {
         uid: status
         for uid, status in dbt_artifacts.result_statuses(run_results).items()
-        if status not in {"success", "pass"}
+        if status not in dbt_artifacts.OK_STATUSES
     }
     status_rows = "\n".join(f"| {status} | {n} |" for status, n in statuses.items())
     return {
@@ -69,7 +69,8 @@ def build_prod_manifest_asset(dbt_assets_def: dg.AssetsDefinition) -> dg.AssetsD
         context: dg.AssetExecutionContext, settings: DeferOrchSettings
     ) -> dg.MaterializeResult:
         """Publish this run's production artifacts into the store."""
-        source = prod_build_target_path(settings, context.run_id)
+        core = settings.core()
+        source = prod_build_target_path(core, context.run.run_id)
         if not (source / "manifest.json").is_file():
             raise dg.Failure(
                 description=(
@@ -78,11 +79,11 @@ def build_prod_manifest_asset(dbt_assets_def: dg.AssetsDefinition) -> dg.AssetsD
                     "launch prod_build_job, or materialize the dbt assets together with it."
                 )
             )
-        stored = settings.store().publish(source)
+        stored = core.store().publish(source)
         context.log.info(f"published production artifacts version {stored.version} at {stored.path}")
         return dg.MaterializeResult(
             metadata=manifest_metadata(
-                stored, project_dir=settings.project_path(), run_id=context.run_id
+                stored, project_dir=core.project_dir, run_id=context.run.run_id
             )
         )
 

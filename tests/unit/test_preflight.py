@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from defer_orchestration.branch.report import DeferredParent
+from defer_orchestration.branch.preflight import DeferredParent
 from defer_orchestration.branch.preflight import (
     dbt_version_message,
     missing_deferred_relations,
@@ -26,11 +26,11 @@ def test_dbt_version_mismatch_names_both() -> None:
 
 PROD = {
     "nodes": {
-        "model.s.here": {"schema": "prod", "name": "here"},
-        "model.s.dropped": {"schema": "prod", "name": "dropped"},
-        "model.s.failed": {"schema": "prod", "name": "failed", "alias": "failed_alias"},
-        "model.s.never": {"schema": "prod", "name": "never"},
-        "model.s.branch_copy": {"schema": "prod", "name": "branch_copy"},
+        "model.s.here": {"resource_type": "model", "schema": "prod", "name": "here"},
+        "model.s.dropped": {"resource_type": "model", "schema": "prod", "name": "dropped"},
+        "model.s.failed": {"resource_type": "model", "schema": "prod", "name": "failed", "alias": "failed_alias"},
+        "model.s.never": {"resource_type": "model", "schema": "prod", "name": "never"},
+        "model.s.branch_copy": {"resource_type": "model", "schema": "prod", "name": "branch_copy"},
     }
 }
 RESULTS = {

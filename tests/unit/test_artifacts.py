@@ -58,3 +58,34 @@ def test_corrupt_json_names_the_file(tmp_path: Path) -> None:
     path.write_text('{"nodes": ')
     with pytest.raises(ManifestError, match="manifest.json is not valid JSON"):
         dbt_artifacts.load_json(path, what="manifest")
+
+
+def test_statuses_are_dbts_own_values() -> None:
+    from dbt.artifacts.schemas.results import NodeStatus as DbtNodeStatus
+
+    assert {s.value for s in dbt_artifacts.NodeStatus} == {s.value for s in DbtNodeStatus}
+
+
+def test_a_runtime_error_is_a_failure_and_an_unknown_status_is_kept() -> None:
+    results = {
+        "results": [
+            {"unique_id": "model.a", "status": "runtime error"},
+            {"unique_id": "test.b", "status": "fail"},
+            {"unique_id": "model.c", "status": "error"},
+            {"unique_id": "model.d", "status": "success"},
+            {"unique_id": "model.e", "status": "a status from the future"},
+        ]
+    }
+    assert dbt_artifacts.failed_nodes(results) == ["model.a", "model.c", "test.b"]
+    assert dbt_artifacts.result_statuses(results)["model.e"] == "a status from the future"
+
+
+def test_relation_address_only_for_materialized_relations() -> None:
+    model = {"resource_type": "model", "schema": "prod", "name": "orders", "alias": "orders_v2"}
+    assert dbt_artifacts.relation_address(model) == ("prod", "orders_v2")
+    assert dbt_artifacts.relation_address({**model, "config": {"materialized": "ephemeral"}}) is None
+    assert dbt_artifacts.relation_address({"resource_type": "seed", "schema": "raw", "name": "codes"}) == (
+        "raw", "codes",
+    )
+    assert dbt_artifacts.relation_address({"resource_type": "test", "schema": "prod", "name": "t"}) is None
+    assert dbt_artifacts.relation_address({"resource_type": "model", "name": "no_schema"}) is None

@@ -1,0 +1,172 @@
+"""Which manifest a branch's ``state:`` selectors compare against, and why.
+
+Comparing a branch with the *latest* production manifest makes every model main changed
+since the branch forked look modified (the branch still has the old code), so the branch
+would rebuild them with stale code. The state of the branch's merge-base with main
+avoids that. :func:`decide` is the pure decision over what git and the event log said
+(:class:`ComparisonInputs`); :func:`choose_comparison` gathers those inputs and parses
+the merge-base when no production build of it was published.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from defer_orchestration import constants as c
+from defer_orchestration.branch.checkout import worktrees_dir
+from defer_orchestration.dbt.cli import DbtPaths, DbtRun, run_dbt
+from defer_orchestration.dbt.profiles import write_profiles
+from defer_orchestration.lib import git
+from defer_orchestration.lib.errors import GitError
+from defer_orchestration.lib.manifest_store import PublishedManifest
+from defer_orchestration.lib.settings import RepoSettings, Settings
+
+
+class Comparison(StrEnum):
+    """The outcome of choosing the comparison state."""
+
+    OFF = "off"  # compare_to_merge_base is false: plain dbt behaviour
+    NO_MERGE_BASE = "no_merge_base"  # git could not tell the merge-base
+    UNRELATED = "unrelated"  # the branch shares no history with main
+    BASE_IS_LATEST = "base_is_latest"  # the merge-base is the commit production last built
+    BASE_PUBLISHED = "base_published"  # a production build of the merge-base was published
+    BASE_PARSED = "base_parsed"  # no build of the merge-base: parse it
+
+
+@dataclass(frozen=True)
+class ComparisonInputs:
+    """What the decision needs to know."""
+
+    enabled: bool
+    latest: PublishedManifest
+    merge_base: str | None = None  # None: no shared history (or not asked)
+    git_error: str | None = None  # git failed computing the merge-base
+    built_from_base: PublishedManifest | None = None  # a published build of the merge-base
+
+
+@dataclass(frozen=True)
+class ComparisonDecision:
+    """The decision: which state, and the note the run's summary shows."""
+
+    outcome: Comparison
+    note: str
+    state: PublishedManifest | None  # None only for BASE_PARSED (the caller parses)
+    merge_base: str | None = None
+
+
+def decide(inputs: ComparisonInputs) -> ComparisonDecision:
+    """Choose the comparison state from what git and the event log said."""
+    latest = inputs.latest
+    named = f"the latest production manifest {latest.version[:12]}"
+    base = inputs.merge_base
+    if not inputs.enabled:
+        return ComparisonDecision(Comparison.OFF, f"compared with {named} (merge-base comparison off)", latest)
+    if inputs.git_error is not None:
+        return ComparisonDecision(
+            Comparison.NO_MERGE_BASE, f"compared with {named}: no merge-base ({inputs.git_error})", latest
+        )
+    if base is None:
+        return ComparisonDecision(
+            Comparison.UNRELATED, f"compared with {named}: the branch shares no history with main", latest
+        )
+    if base == latest.git_sha:
+        return ComparisonDecision(
+            Comparison.BASE_IS_LATEST,
+            f"merge-base {base[:12]} is the commit production last built: compared with {named}",
+            latest,
+            base,
+        )
+    built = inputs.built_from_base
+    if built is not None:
+        return ComparisonDecision(
+            Comparison.BASE_PUBLISHED,
+            f"compared with production manifest {built.version[:12]} built from merge-base "
+            f"{base[:12]}; deferred to {named}",
+            built,
+            base,
+        )
+    return ComparisonDecision(
+        Comparison.BASE_PARSED,
+        f"compared with a parse of merge-base {base[:12]} (no production build was published "
+        f"from it; parsed once and cached by sha); deferred to {named}",
+        None,
+        base,
+    )
+
+
+@dataclass(frozen=True)
+class ComparisonState:
+    """The chosen comparison: a directory usable as dbt's ``--state``, and why."""
+
+    path: Path
+    note: str
+    outcome: Comparison
+    merge_base: str | None = None
+    parse: DbtRun | None = None  # the merge-base parse, when one ran
+
+
+def choose_comparison(
+    *,
+    enabled: bool,
+    latest: PublishedManifest,
+    mirror: Path,
+    sha: str,
+    main_branch: str,
+    published_for_commit: Callable[[str], PublishedManifest | None],
+    parse_commit: Callable[[str], tuple[Path, DbtRun | None]],
+) -> ComparisonState:
+    """Gather the inputs (git, the event log), decide, and parse the merge-base if needed."""
+    inputs = ComparisonInputs(enabled, latest)
+    if enabled:
+        try:
+            main_sha = git.resolve_commit(mirror, f"refs/heads/{main_branch}")
+            base = git.merge_base(mirror, main_sha, sha)
+        except GitError as exc:
+            inputs = ComparisonInputs(enabled, latest, git_error=str(exc))
+        else:
+            needs_lookup = base is not None and base != latest.git_sha
+            built = published_for_commit(base) if needs_lookup and base else None
+            inputs = ComparisonInputs(enabled, latest, merge_base=base, built_from_base=built)
+    decision = decide(inputs)
+    if decision.state is not None:
+        return ComparisonState(decision.state.path, decision.note, decision.outcome, decision.merge_base)
+    assert decision.merge_base is not None  # BASE_PARSED always names the merge-base
+    path, run = parse_commit(decision.merge_base)
+    return ComparisonState(path, decision.note, decision.outcome, decision.merge_base, run)
+
+
+def parse_commit_manifest(
+    settings: Settings, repo: RepoSettings, mirror: Path, sha: str
+) -> tuple[Path, DbtRun | None]:
+    """A manifest of ``sha`` parsed for the prod target, cached by commit sha; the dbt
+    run when it parsed (None when cached)."""
+    cache = settings.home / "state_cache" / sha
+    if (cache / "manifest.json").is_file():
+        return cache, None
+    token = uuid.uuid4().hex[:8]
+    staging = cache.parent / f".{sha}.{token}.tmp"
+    worktree = worktrees_dir(settings) / f"state-{sha[:12]}-{token}"
+    worktree.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with git.checked_out(mirror, sha, worktree) as checkout:
+            project = (checkout / repo.subdir).resolve()
+            profiles = write_profiles(
+                staging / "profiles", project, {c.PROD_TARGET: c.PROD_SCHEMA}, c.PROD_TARGET,
+                warehouse=settings.warehouse, threads=settings.threads,
+            )
+            run = run_dbt(
+                ["parse", "--quiet"],
+                DbtPaths(project, profiles, staging / "target", staging / "logs"),
+                target=c.PROD_TARGET,
+            )
+        shutil.rmtree(cache, ignore_errors=True)
+        os.rename(staging / "target", cache)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return cache, run
