@@ -20,6 +20,9 @@ definitions themselves need (sensor interval, schedule).
 | DEFER_ORCH_BRANCH_EXCLUDE     | empty (comma-separated globs)                   |
 | DEFER_ORCH_SCHEMA_TTL_DAYS    | 14                                              |
 | DEFER_ORCH_WAREHOUSE          | ``duckdb`` (the only kind so far)               |
+| DEFER_ORCH_DBT_VARS           | empty: dbt vars of every invocation (YAML/JSON) |
+| DEFER_ORCH_PROD_COMMANDS      | ``build``: production's dbt commands, in order  |
+| DEFER_ORCH_PUBLISH_ON         | ``success`` (or ``models_built``)               |
 | DEFER_ORCH_SENSOR_INTERVAL_S  | 30 (minimum seconds between sensor ticks)       |
 | DEFER_ORCH_PROD_CRON          | ``0 3 * * *`` (UTC) of ``prod_build_schedule``  |
 """
@@ -37,7 +40,8 @@ from pydantic import Field
 from defer_orchestration import constants as c
 from defer_orchestration.lib import git
 from defer_orchestration.lib.errors import ConfigurationError
-from defer_orchestration.lib.settings import RepoSettings, Settings
+from defer_orchestration.dbt.args import parse_prod_commands, parse_vars
+from defer_orchestration.lib.settings import PublishOn, RepoSettings, Settings
 from defer_orchestration.warehouse import Warehouse, open_warehouse
 
 BUNDLED_DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt_project"
@@ -76,6 +80,21 @@ class DeferOrchSettings(dg.ConfigurableResource):
         default="duckdb",
         description="DEFER_ORCH_WAREHOUSE: the warehouse holding production and branch schemas.",
     )
+    dbt_vars: str = Field(
+        default="",
+        description="DEFER_ORCH_DBT_VARS: dbt vars (a YAML or JSON mapping) for every dbt "
+        "invocation: load-time parse, production builds, branch parses and builds, merge-base parses.",
+    )
+    prod_commands: str = Field(
+        default="build",
+        description="DEFER_ORCH_PROD_COMMANDS: comma-separated dbt commands a production build "
+        "runs in order, e.g. 'seed,build' when staging models read seeds through source().",
+    )
+    publish_on: str = Field(
+        default="success",
+        description="DEFER_ORCH_PUBLISH_ON: 'success' (every node built and every test passed) or "
+        "'models_built' (every model, seed and snapshot built; failing tests are recorded).",
+    )
 
     def home_path(self) -> Path:
         """Absolute home directory."""
@@ -107,9 +126,19 @@ class DeferOrchSettings(dg.ConfigurableResource):
 
     def core(self) -> Settings:
         """The plain settings the core takes."""
+        try:
+            publish_on = PublishOn(self.publish_on.strip() or PublishOn.SUCCESS)
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"{c.ENV_PUBLISH_ON}={self.publish_on!r} is not a publication policy: use 'success' "
+                "(publish only when everything passed) or 'models_built'."
+            ) from exc
         return Settings(
             home=self.home_path(), project_dir=self.project_path(), warehouse=self.warehouse(),
             threads=self.threads,
+            dbt_vars=parse_vars(self.dbt_vars, what=c.ENV_DBT_VARS),
+            prod_commands=parse_prod_commands(self.prod_commands, what=c.ENV_PROD_COMMANDS),
+            publish_on=publish_on,
         )
 
 
@@ -184,6 +213,9 @@ def _env_fields() -> dict[str, tuple[str, Any]]:
         "dbt_project_dir": (c.ENV_DBT_PROJECT_DIR, str(BUNDLED_DBT_PROJECT_DIR)),
         "raw_scale": (c.ENV_RAW_SCALE, 1),
         "warehouse_kind": (c.ENV_WAREHOUSE, "duckdb"),
+        "dbt_vars": (c.ENV_DBT_VARS, ""),
+        "prod_commands": (c.ENV_PROD_COMMANDS, "build"),
+        "publish_on": (c.ENV_PUBLISH_ON, "success"),
     }
 
 

@@ -41,8 +41,7 @@ def _dbt_only_where_marked(request: pytest.FixtureRequest, monkeypatch: pytest.M
     """A test without the `dbt` marker that starts dbt fails, naming the fix."""
     if request.node.get_closest_marker("dbt") is not None:
         return
-    from defer_orchestration.dbt import cli, session
-    from defer_orchestration.defs.assets import prod_dbt
+    from defer_orchestration.dbt import cli, project, session
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError(
@@ -50,8 +49,9 @@ def _dbt_only_where_marked(request: pytest.FixtureRequest, monkeypatch: pytest.M
             "`pytestmark = pytest.mark.dbt` to its module (so `pytest -m 'not dbt'` stays fast)."
         )
 
+    monkeypatch.setattr(cli, "dbt_command", refuse)
     monkeypatch.setattr(cli, "dbt_executable", refuse)
-    monkeypatch.setattr(prod_dbt, "dbt_executable", refuse)
+    monkeypatch.setattr(project, "dbt_command", refuse)
     monkeypatch.setattr(session.DbtSession, "start", refuse)
 
 

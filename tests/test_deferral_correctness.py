@@ -106,14 +106,14 @@ def test_merge_base_without_a_production_build_is_parsed_once_and_cached(moved) 
         sha=sha,
         main_branch=repo.main_branch,
         published_for_commit=lambda _sha: None,  # pretend production never built the merge-base
-        parse_commit=lambda base: parse_commit_manifest(settings, repo, mirror, base),
+        parse_commit=lambda base: parse_commit_manifest(settings, repo, mirror, base, vars={}),
     )
     assert comparison.outcome is Comparison.BASE_PARSED and comparison.parse is not None
     assert "parse of merge-base" in comparison.note
     assert (comparison.path / "manifest.json").is_file()
     cached = comparison.path / "manifest.json"
     mtime = cached.stat().st_mtime
-    again, run = parse_commit_manifest(settings, repo, mirror, comparison.merge_base)
+    again, run = parse_commit_manifest(settings, repo, mirror, comparison.merge_base, vars={})
     assert again == comparison.path and run is None and cached.stat().st_mtime == mtime  # no second parse
     assert not any(worktrees_dir(settings).glob("state-*"))
 

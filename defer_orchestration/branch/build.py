@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,15 @@ from typing import Any
 from defer_orchestration import constants as c
 from defer_orchestration.branch.checkout import branch_checkout, branch_dbt_paths, mirror_dir
 from defer_orchestration.branch.comparison import choose_comparison, parse_commit_manifest
-from defer_orchestration.branch.preflight import dbt_version_message, preflight_and_clone, stale_state_message
+from defer_orchestration.branch.preflight import (
+    branch_relations,
+    dbt_version_message,
+    failing_tests_message,
+    foreign_relations,
+    isolation_message,
+    preflight_and_clone,
+    stale_state_message,
+)
 from defer_orchestration.branch.report import BranchBuildReport, summarize
 from defer_orchestration.branch.request import BranchBuildRequest
 from defer_orchestration.branch.retry import RetryPlan, branch_run_dir, load_retry, write_state
@@ -34,7 +42,12 @@ from defer_orchestration.diff.compare import DiffSettings, ModelDiff, diff_model
 from defer_orchestration.diff.keys import models_to_diff
 from defer_orchestration.lib import git
 from defer_orchestration.lib.backoff import backoff_delays
-from defer_orchestration.lib.errors import DbtInvocationError, StaleStateError, WarehouseLockedError
+from defer_orchestration.lib.errors import (
+    BranchIsolationError,
+    DbtInvocationError,
+    StaleStateError,
+    WarehouseLockedError,
+)
 from defer_orchestration.lib.manifest_store import PublishedManifest
 from defer_orchestration.lib.schema_names import branch_schema_name, guard_branch_schema
 from defer_orchestration.lib.settings import RepoSettings, Settings
@@ -61,6 +74,7 @@ class _Plan:
     state: StateArgs
     note: str
     published: PublishedManifest | None
+    vars: Mapping[str, Any]
     warnings: tuple[str, ...] = ()
     parse: DbtRun | None = None  # the merge-base parse, when one ran
 
@@ -127,23 +141,25 @@ def _plan(
     """Selection and states: a retry's, a full build's (no production yet), or the
     merge-base comparison deferring to the latest production manifest."""
     if retry is not None:
-        return _Plan(sha, retry.select, retry.exclude, retry.state, retry.note, retry.published)
+        return _Plan(sha, retry.select, retry.exclude, retry.state, retry.note, retry.published, retry.vars)
+    run_vars = dbt_args.merge_vars(settings.dbt_vars, dbt_args.parse_vars(request.vars, what="the launch option `vars`"))
     if published is None:
         select = "" if dbt_args.uses_state_selector(request.select, request.exclude) else request.select
         note = "no production manifest: full build, nothing deferred (on_missing_state=full_build)"
-        return _Plan(sha, select, request.exclude, StateArgs(None, None), note, None)
+        return _Plan(sha, select, request.exclude, StateArgs(None, None), note, None, run_vars)
     stale = stale_state_message(published.created_at, clock(), request.max_state_age_hours)
     if stale and request.fail_on_stale_state:
         raise StaleStateError(f"{stale} (on_stale_state=fail: nothing was built)")
     comparison = choose_comparison(
         enabled=request.compare_to_merge_base, latest=published, mirror=mirror, sha=sha,
         main_branch=repo.main_branch, published_for_commit=published_for_commit,
-        parse_commit=lambda base: parse_commit_manifest(settings, repo, mirror, base),
+        parse_commit=lambda base: parse_commit_manifest(settings, repo, mirror, base, vars=run_vars),
     )
     state = StateArgs(comparison.path, published.path, favor_state=request.favor_state)
+    warnings = [w for w in (stale, failing_tests_message(published.version, published.failing_tests)) if w]
     return _Plan(
-        sha, request.select, request.exclude, state, comparison.note, published,
-        (stale,) if stale else (), comparison.parse,
+        sha, request.select, request.exclude, state, comparison.note, published, run_vars,
+        tuple(warnings), comparison.parse,
     )
 
 
@@ -165,7 +181,7 @@ def _build_checkout(
 ) -> BranchBuildReport:
     """Parse, preview, pre-flight, build and report, in the checked-out commit."""
     where = f"commit {plan.sha[:12]} of branch {request.branch!r}"
-    paths = branch_dbt_paths(settings, repo, checkout, run_dir, schema, where=where)
+    paths = branch_dbt_paths(settings, repo, checkout, run_dir, schema, where=where, vars=plan.vars)
     parsing = _start_parse(dbt, paths, settings.home, schema, reuse=request.reuse_parse and stable)
     # While dbt parses (the longest step of a slim run), talk to the warehouse and read
     # production's artifacts.
@@ -173,7 +189,7 @@ def _build_checkout(
         # Registered before building, so teardown can drop even a half-built schema.
         conn.register_branch_schema(schema, branch=request.branch, sha=plan.sha, now=clock())
     with phases.phase("read_artifacts"):
-        write_state(run_dir, sha=plan.sha, state=plan.state, exclude=plan.exclude)
+        write_state(run_dir, sha=plan.sha, state=plan.state, exclude=plan.exclude, vars=plan.vars)
         prod_manifest = _load_or_empty(plan.published, "manifest.json")
         prod_results = _load_or_empty(plan.published, "run_results.json")
     with phases.phase("parse"):
@@ -190,6 +206,16 @@ def _build_checkout(
         mismatch = dbt_version_message(plan.published.dbt_version, artifacts.dbt_version(branch_manifest))
         if mismatch:
             warnings.append(mismatch)
+    relations = branch_relations(selected, branch_manifest)
+    foreign = foreign_relations(relations, branch_schema=schema)
+    if foreign:
+        raise BranchIsolationError(isolation_message(foreign, schema))
+    extra_schemas = sorted({relation_schema.lower() for _, relation_schema, _ in relations.values()} - {schema})
+    if extra_schemas:
+        # Custom schemas (<schema>_<custom>) are registered too: teardown drops them with the branch.
+        with phases.phase("register_schema"), settings.warehouse.connect() as conn:
+            for extra in extra_schemas:
+                conn.register_branch_schema(extra, branch=request.branch, sha=plan.sha, now=clock(), owner=schema)
     cloned: dict[str, int] = {}
     build: DbtRun | None = None
     if selected:
@@ -227,6 +253,7 @@ def _build_checkout(
         partial_parse=partial_parse,
         dbt_seconds={"parse": parse_run.seconds, "ls": ls_run.seconds, "build": build.seconds if build else 0.0},
         dbt_output_tail=build.tail(40) if build else "", run_results=run_results,
+        known_failures=frozenset(plan.published.failing_tests if plan.published else ()),
     )
 
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from defer_orchestration import constants as c
 from defer_orchestration.dbt.cli import DbtPaths
+from defer_orchestration.dbt.packages import packages_dir_for
 from defer_orchestration.dbt.profiles import write_profiles
 from defer_orchestration.lib import git
 from defer_orchestration.lib.errors import ConfigurationError
@@ -73,10 +75,17 @@ def branch_checkout(
 
 
 def branch_dbt_paths(
-    settings: Settings, repo: RepoSettings, checkout: Path, run_dir: Path, schema: str, *, where: str
+    settings: Settings,
+    repo: RepoSettings,
+    checkout: Path,
+    run_dir: Path,
+    schema: str,
+    *,
+    where: str,
+    vars: Mapping[str, Any],
 ) -> DbtPaths:
     """The dbt paths of a branch checkout, with a profile whose target ``branch`` writes
-    ``schema``; ``where`` names the commit in errors."""
+    ``schema``, the checkout's packages and ``vars``; ``where`` names the commit in errors."""
     project_dir = (checkout / repo.subdir).resolve()
     if not (project_dir / "dbt_project.yml").is_file():
         raise ConfigurationError(
@@ -93,7 +102,8 @@ def branch_dbt_paths(
             f"the dbt project in {where} does not parse: {exc} Nothing was built. Fix the "
             "branch and push again."
         ) from exc
-    return DbtPaths(project_dir, profiles_dir, run_dir / "target", run_dir / "logs")
+    packages = packages_dir_for(project_dir, settings.package_cache(), run_dir / "dbt_packages", vars=vars)
+    return DbtPaths(project_dir, profiles_dir, run_dir / "target", run_dir / "logs", packages, vars)
 
 
 def remove_branch_worktrees(settings: Settings, repo: RepoSettings, schema: str) -> list[Path]:

@@ -13,14 +13,18 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Callable
+import hashlib
+import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from defer_orchestration import constants as c
 from defer_orchestration.branch.checkout import worktrees_dir
 from defer_orchestration.dbt.cli import DbtPaths, DbtRun, run_dbt
+from defer_orchestration.dbt.packages import packages_dir_for
 from defer_orchestration.dbt.profiles import write_profiles
 from defer_orchestration.lib import git
 from defer_orchestration.lib.errors import GitError
@@ -141,12 +145,18 @@ def choose_comparison(
     return ComparisonState(path, decision.note, decision.outcome, decision.merge_base, run)
 
 
+def vars_key(vars: Mapping[str, Any]) -> str:
+    """A stable digest of dbt vars."""
+    return hashlib.sha256(json.dumps(dict(vars), sort_keys=True, default=str).encode()).hexdigest()
+
+
 def parse_commit_manifest(
-    settings: Settings, repo: RepoSettings, mirror: Path, sha: str
+    settings: Settings, repo: RepoSettings, mirror: Path, sha: str, *, vars: Mapping[str, Any]
 ) -> tuple[Path, DbtRun | None]:
-    """A manifest of ``sha`` parsed for the prod target, cached by commit sha; the dbt
+    """A manifest of ``sha`` parsed for the prod target with ``vars`` (the branch's own, so
+    ``state:modified`` compares like with like), cached by commit sha and vars; the dbt
     run when it parsed (None when cached)."""
-    cache = settings.home / "state_cache" / sha
+    cache = settings.home / "state_cache" / (f"{sha}-{vars_key(vars)[:12]}" if vars else sha)
     if (cache / "manifest.json").is_file():
         return cache, None
     token = uuid.uuid4().hex[:8]
@@ -160,9 +170,10 @@ def parse_commit_manifest(
                 staging / "profiles", project, {c.PROD_TARGET: c.PROD_SCHEMA}, c.PROD_TARGET,
                 warehouse=settings.warehouse, threads=settings.threads,
             )
+            packages = packages_dir_for(project, settings.package_cache(), staging / "dbt_packages", vars=vars)
             run = run_dbt(
                 ["parse", "--quiet"],
-                DbtPaths(project, profiles, staging / "target", staging / "logs"),
+                DbtPaths(project, profiles, staging / "target", staging / "logs", packages, vars),
                 target=c.PROD_TARGET,
             )
         shutil.rmtree(cache, ignore_errors=True)

@@ -24,6 +24,7 @@ from defer_orchestration.dbt.artifacts import (
     result_statuses,
 )
 from defer_orchestration.lib.errors import PreflightError
+from defer_orchestration.lib.schema_names import is_owned_schema
 from defer_orchestration.warehouse.base import WarehouseConnection
 
 
@@ -47,6 +48,18 @@ def dbt_version_message(prod_version: str | None, branch_version: str | None) ->
         f"dbt version mismatch: the production manifest was written by dbt {prod_version}, "
         f"this branch build runs dbt {branch_version}; state comparison may flag nodes "
         "that did not change. Align the versions (or rebuild production with this one)."
+    )
+
+
+def failing_tests_message(version: str, failing_tests: tuple[str, ...]) -> str | None:
+    """A warning when the production manifest deferred to was published with failing tests."""
+    if not failing_tests:
+        return None
+    shown = ", ".join(failing_tests[:5]) + (f" and {len(failing_tests) - 5} more" if len(failing_tests) > 5 else "")
+    return (
+        f"the production manifest {version[:12]} was published with {len(failing_tests)} failing "
+        f"test(s) ({shown}; DEFER_ORCH_PUBLISH_ON=models_built): the production relations this "
+        "branch reads were built, but they fail those tests."
     )
 
 
@@ -211,6 +224,63 @@ def preflight_and_clone(
         if (node.get("config") or {}).get("materialized") != "incremental" or not prod_node:
             continue
         source, target = relation_address(prod_node), relation_address(node)
-        if source and target and exists(*source) and not exists(schema, target[1]):
-            cloned[unique_id] = conn.copy_table(source, (schema, target[1]))
+        if source and target and exists(*source) and not exists(*target):
+            cloned[unique_id] = conn.copy_table(source, target, owner=schema)
     return cloned
+
+
+@dataclass(frozen=True)
+class ForeignRelation:
+    """A selected node whose branch relation would land outside the branch's schemas."""
+
+    unique_id: str
+    database: str | None
+    schema: str
+    identifier: str
+
+
+def branch_relations(selected: Iterable[str], branch_manifest: Mapping[str, Any]) -> dict[str, tuple[str | None, str, str]]:
+    """unique_id -> (database, schema, identifier) of every selected node that writes a relation."""
+    nodes = branch_manifest.get("nodes") or {}
+    found: dict[str, tuple[str | None, str, str]] = {}
+    for unique_id in selected:
+        node = nodes.get(unique_id) or {}
+        address = relation_address(node)
+        if address is not None:
+            database = node.get("database")
+            found[unique_id] = (str(database) if database else None, address[0], address[1])
+    return found
+
+
+def foreign_relations(
+    relations: Mapping[str, tuple[str | None, str, str]], *, branch_schema: str
+) -> list[ForeignRelation]:
+    """Relations outside the branch's namespace: a schema that is not the branch schema or
+    ``<branch schema>_<suffix>``, or a database other than the one most nodes use (a
+    ``database`` config pinned elsewhere)."""
+    databases = [db for db, _, _ in relations.values() if db]
+    usual = max(set(databases), key=databases.count) if databases else None
+    return [
+        ForeignRelation(unique_id, database, schema, identifier)
+        for unique_id, (database, schema, identifier) in sorted(relations.items())
+        if not is_owned_schema(schema.lower(), branch_schema) or (database and usual and database != usual)
+    ]
+
+
+def isolation_message(foreign: list[ForeignRelation], branch_schema: str) -> str:
+    """Why the branch build is refused, naming each node and the config to change."""
+    lines = [
+        f"refusing to build: {len(foreign)} selected node(s) would write outside this branch's "
+        f"schemas ({branch_schema} and {branch_schema}_<custom>), into relations production or "
+        "someone else owns; nothing was built:"
+    ]
+    for item in foreign:
+        where = f"{item.database}.{item.schema}" if item.database else item.schema
+        lines.append(f"  - {item.unique_id} -> {where}.{item.identifier}")
+    lines.append(
+        "Derive the schema from the target instead of pinning it: drop a snapshot's hard-coded "
+        "`target_schema` (dbt >= 1.9 snapshots follow generate_schema_name), a `schema`/`database` "
+        "config pinned to production, or make a custom generate_schema_name prefix "
+        "target.schema for non-production targets. Or exclude those nodes (exclude: '<node>')."
+    )
+    return "\n".join(lines)

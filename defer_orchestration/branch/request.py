@@ -72,6 +72,11 @@ class BranchBuildRequest:
         "Re-run only the failed and skipped nodes of that branch run, deferring exactly as "
         "it did. (Re-executing a failed run from the UI does this by itself.)",
     )
+    vars: str = _option(
+        "",
+        "dbt vars for this run only (YAML or JSON mapping), over DEFER_ORCH_DBT_VARS. They "
+        "apply to the branch's parse and build and to the merge-base parse alike.",
+    )
     data_diff: bool = _option(True, "Compare every built model with its production relation.")
     diff_sample_size: int = _option(5, "Sample keys per kind of difference.")
     diff_max_rows: int = _option(

@@ -8,8 +8,10 @@ retry reads that record and the run's ``run_results.json``.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from defer_orchestration.dbt.args import StateArgs
 from defer_orchestration.lib.errors import ConfigurationError, ManifestError
@@ -38,6 +40,7 @@ class RetryPlan:
     exclude: str
     state: StateArgs
     published: PublishedManifest | None
+    vars: dict[str, Any]
 
     select: str = RETRY_SELECT
 
@@ -47,7 +50,7 @@ class RetryPlan:
         return f"retry of run {self.run_id}: only its failed and skipped nodes"
 
 
-def write_state(run_dir: Path, *, sha: str, state: StateArgs, exclude: str) -> None:
+def write_state(run_dir: Path, *, sha: str, state: StateArgs, exclude: str, vars: Mapping[str, Any]) -> None:
     """Record how this run deferred, so a retry defers exactly the same way."""
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "state.json").write_text(
@@ -58,6 +61,7 @@ def write_state(run_dir: Path, *, sha: str, state: StateArgs, exclude: str) -> N
                 "defer_state": str(state.defer_state) if state.defer_state else None,
                 "favor_state": state.favor_state,
                 "exclude": exclude,
+                "vars": dict(vars),
             }
         )
     )
@@ -84,4 +88,7 @@ def load_retry(settings: Settings, run_id: str) -> RetryPlan:
         except ManifestError as exc:
             raise type(exc)(f"{exc} Launch a fresh branch_ci_job run instead of a retry.") from exc
     state = StateArgs(run_dir / "target", published.path if published else None, bool(recorded.get("favor_state")))
-    return RetryPlan(run_id, str(recorded["sha"]), str(recorded.get("exclude") or ""), state, published)
+    return RetryPlan(
+        run_id, str(recorded["sha"]), str(recorded.get("exclude") or ""), state, published,
+        dict(recorded.get("vars") or {}),
+    )

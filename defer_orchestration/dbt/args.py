@@ -8,11 +8,51 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import yaml
+
+from defer_orchestration.lib.errors import ConfigurationError
 
 DEFAULT_BRANCH_SELECT = "state:modified+"
+# The dbt commands a production build may run, in the order the user lists them.
+PROD_COMMANDS = frozenset({"seed", "snapshot", "run", "test", "build"})
+
+
+def parse_vars(text: str, *, what: str) -> dict[str, Any]:
+    """dbt vars from a YAML or JSON mapping (JSON is YAML); "" is no vars. ``what`` names
+    the source (a variable, a launch option) in the error."""
+    if not text.strip():
+        return {}
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(f"{what} is not valid YAML or JSON ({exc}); give a mapping such as "
+                                 "'{start_date: 2024-01-01}'.") from exc
+    if not isinstance(loaded, dict) or not all(isinstance(k, str) for k in loaded):
+        raise ConfigurationError(f"{what} must be a mapping of var names to values, such as "
+                                 f"'{{start_date: 2024-01-01}}'; got {text[:80]!r}.")
+    return dict(loaded)
+
+
+def merge_vars(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Launch-time vars over configured ones (a key in both: the launch's value)."""
+    return {**base, **override}
+
+
+def parse_prod_commands(text: str, *, what: str) -> tuple[str, ...]:
+    """The production build's dbt commands from ``seed,build``-style text ("" is ``build``)."""
+    commands = tuple(part.strip() for part in text.split(",") if part.strip()) or ("build",)
+    unknown = [command for command in commands if command not in PROD_COMMANDS]
+    if unknown:
+        raise ConfigurationError(
+            f"{what} lists {', '.join(map(repr, unknown))}, which a production build does not run; "
+            f"use a comma-separated list of {', '.join(sorted(PROD_COMMANDS))} (e.g. 'seed,build')."
+        )
+    return commands
 
 
 @dataclass(frozen=True)

@@ -143,3 +143,47 @@ def relation_name(node: Mapping[str, Any]) -> str | None:
         return None
     parts = [p for p in (node.get("database"), *address) if p]
     return ".".join(f'"{p}"' for p in parts)
+
+
+def merge_run_results(results: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """One run_results document for several dbt commands run in order (``seed`` then
+    ``build``): each node's latest result, the last command's metadata, the summed time."""
+    if not results:
+        return {"results": []}
+    latest: dict[str, Mapping[str, Any]] = {}
+    for document in results:
+        for result in document.get("results") or []:
+            if "unique_id" in result:
+                latest.pop(str(result["unique_id"]), None)  # keep the order of the latest run
+                latest[str(result["unique_id"])] = result
+    merged = dict(results[-1])
+    merged["results"] = list(latest.values())
+    merged["elapsed_time"] = sum(float(d.get("elapsed_time") or 0.0) for d in results)
+    return merged
+
+
+def publication_blockers(
+    run_results: Mapping[str, Any], manifest: Mapping[str, Any], *, models_built_suffices: bool
+) -> tuple[list[str], list[str]]:
+    """(nodes that keep a production build from publishing, failing tests).
+
+    Under ``success`` every failing node blocks. Under ``models_built`` only models,
+    seeds and snapshots that failed or were skipped block (dbt build skips the children
+    of a failing test, so such a test blocks through them); failing tests are returned
+    for the record.
+    """
+    statuses = result_statuses(run_results)
+    resources = all_resources(manifest)
+
+    def kind(unique_id: str) -> str:
+        return str((resources.get(unique_id) or {}).get("resource_type") or unique_id.split(".", 1)[0])
+
+    failing = sorted(uid for uid, status in statuses.items() if status in FAILING_STATUSES)
+    tests = [uid for uid in failing if kind(uid) in TEST_TYPES]
+    if not models_built_suffices:
+        return failing, tests
+    not_built = sorted(
+        uid for uid, status in statuses.items()
+        if kind(uid) in RELATION_TYPES and (status in FAILING_STATUSES or status == NodeStatus.SKIPPED)
+    )
+    return not_built, tests

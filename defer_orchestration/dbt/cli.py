@@ -16,10 +16,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from defer_orchestration.dbt.runner import ENV_PACKAGES_DIR
 from defer_orchestration.lib.errors import DbtInvocationError
 
 
@@ -37,14 +38,27 @@ def dbt_executable() -> str:
     return found
 
 
+def dbt_command() -> list[str]:
+    """How we start dbt: through our runner (``dbt/runner.py``), which is the ``dbt`` CLI
+    plus the packages directory of :attr:`DbtPaths.packages_dir`."""
+    return [sys.executable, "-m", "defer_orchestration.dbt.runner"]
+
+
 @dataclass(frozen=True)
 class DbtPaths:
-    """Every directory one dbt invocation reads or writes."""
+    """Where one dbt invocation reads and writes, and the inputs every invocation of a
+    project must share (its packages and vars), so no caller can forget one."""
 
     project_dir: Path
     profiles_dir: Path
     target_path: Path
     log_path: Path
+    packages_dir: Path | None = None  # None: the project declares no packages
+    vars: Mapping[str, Any] = field(default_factory=dict)  # dbt --vars
+
+    def with_(self, **changes: Any) -> DbtPaths:
+        """A copy with some fields changed."""
+        return replace(self, **changes)
 
 
 @dataclass(frozen=True)
@@ -94,16 +108,35 @@ class DbtRun:
         return loaded if isinstance(loaded, dict) else None
 
 
+# Commands that take no --vars, and commands that take no --target-path.
+_NO_VARS = frozenset({"clean", "debug", "init"})
+_NO_TARGET_PATH = frozenset({"deps", "clean", "debug", "init"})
+
+
+def dbt_environment_for(paths: DbtPaths, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """:func:`dbt_environment` plus the runner's packages directory of ``paths``."""
+    extra = {ENV_PACKAGES_DIR: os.fspath(paths.packages_dir)} if paths.packages_dir else {}
+    return dbt_environment({**(env or {}), **extra})
+
+
 def build_command(args: Sequence[str], paths: DbtPaths, *, target: str | None) -> list[str]:
-    """The full argv: dbt's subcommand and flags, then our explicit paths.
+    """The full argv: how dbt starts, then :func:`dbt_arguments`."""
+    return [*dbt_command(), *dbt_arguments(args, paths, target=target)]
+
+
+def dbt_arguments(args: Sequence[str], paths: DbtPaths, *, target: str | None) -> list[str]:
+    """dbt's subcommand and flags, then the vars and our explicit paths.
 
     Paths are passed as flags rather than left to defaults so that a run never writes
     ``target/`` or ``logs/`` into the project, which may be the user's own checkout.
     """
-    command = [dbt_executable(), *args]
+    command = list(args)
+    if paths.vars and args and args[0] not in _NO_VARS:
+        command += ["--vars", json.dumps(dict(paths.vars), sort_keys=True)]
     command += ["--project-dir", os.fspath(paths.project_dir)]
     command += ["--profiles-dir", os.fspath(paths.profiles_dir)]
-    command += ["--target-path", os.fspath(paths.target_path)]
+    if not args or args[0] not in _NO_TARGET_PATH:
+        command += ["--target-path", os.fspath(paths.target_path)]
     command += ["--log-path", os.fspath(paths.log_path)]
     if target is not None:
         command += ["--target", target]
@@ -132,7 +165,7 @@ def run_dbt(
     paths.target_path.mkdir(parents=True, exist_ok=True)
     paths.log_path.mkdir(parents=True, exist_ok=True)
     command = build_command(args, paths, target=target)
-    run_env = dbt_environment(env)
+    run_env = dbt_environment_for(paths, env)
     started_at = time.time()
     started = time.monotonic()
     try:

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from defer_orchestration.dbt.cli import DbtPaths, DbtRun, build_command, dbt_environment
+from defer_orchestration.dbt.cli import DbtPaths, DbtRun, dbt_arguments, dbt_environment
+from defer_orchestration.dbt.runner import install_packages_hook, set_packages_dir
 from defer_orchestration.lib.errors import DbtInvocationError
 
 # Commands that only read the parsed manifest; any other command (build mutates it while
@@ -90,12 +91,19 @@ class DbtSession:
         assert self._process is not None and self._process.stdin
         self._count += 1
         output_path = self.log_dir / f"session-{self._count:02d}-{args[0]}.out"
-        command = build_command(args, paths, target=target)[1:]
+        command = dbt_arguments(args, paths, target=target)
         paths.target_path.mkdir(parents=True, exist_ok=True)
         paths.log_path.mkdir(parents=True, exist_ok=True)
         pending = PendingCommand(self, tuple(args), paths, output_path, time.monotonic(), time.time())
         try:
-            self._process.stdin.write(json.dumps({"args": command, "output": str(output_path)}) + "\n")
+            self._process.stdin.write(json.dumps(
+                    {
+                        "args": command,
+                        "output": str(output_path),
+                        "packages_dir": str(paths.packages_dir) if paths.packages_dir else None,
+                        "project_dir": str(paths.project_dir),
+                    }
+                ) + "\n")
             self._process.stdin.flush()
         except (BrokenPipeError, OSError):
             pending.broken = True
@@ -243,12 +251,14 @@ def _serve(requests: IO[str], replies: IO[str]) -> None:
     from dbt.cli.main import dbtRunner  # imported here: the parent never loads dbt
 
     _share_state_loads()
+    install_packages_hook()
     manifest: Any = None
     for line in requests:
         if not line.strip():
             continue
         request = json.loads(line)
         args: list[str] = request["args"]
+        set_packages_dir(request.get("packages_dir"), request.get("project_dir"))
         with open(request["output"], "w", encoding="utf-8") as out:
             real_stdout, sys.stdout = sys.stdout, out
             try:

@@ -18,15 +18,13 @@ from pydantic import Field, create_model
 
 from defer_orchestration import constants as c
 from defer_orchestration.branch.build import run_branch_build
-from defer_orchestration.branch.checkout import remove_branch_worktrees
 from defer_orchestration.branch.report import BranchBuildReport, to_markdown
 from defer_orchestration.branch.request import BranchBuildRequest, OnMissingState
 from defer_orchestration.branch.retry import can_retry
-from defer_orchestration.dbt import parse_cache
+from defer_orchestration.branch.teardown import teardown
 from defer_orchestration.diff import report as diff_report
 from defer_orchestration.lib.errors import DeferOrchestrationError, NoManifestPublishedError
 from defer_orchestration.lib.manifest_store import PublishedManifest
-from defer_orchestration.lib.schema_names import branch_schema_name, guard_branch_schema
 from defer_orchestration.lib.timing import Phases
 from defer_orchestration.defs.manifest_resolution import latest_published_manifest, published_for_commit
 from defer_orchestration.resources import BranchCiSettings, DeferOrchSettings
@@ -173,40 +171,24 @@ def branch_teardown(
     branch_settings: BranchCiSettings,
 ) -> dg.Output[None]:
     """Drop branch schemas (and their scratch worktrees); only schemas this system created."""
+    idle_before = time.time() - branch_settings.schema_ttl_days * 86400 if config.drop_idle else None
     try:
-        targets = {guard_branch_schema(branch_schema_name(b)): b for b in config.branches}
+        report = teardown(
+            settings.core(), branch_settings.repo_settings(settings), config.branches, idle_before=idle_before
+        )
     except DeferOrchestrationError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
-    dropped: list[str] = []
-    ttl_seconds = branch_settings.schema_ttl_days * 86400
-    core = settings.core()
-    with core.warehouse.connect() as conn:
-        registered = conn.registered_branch_schemas()
-        if config.drop_idle:
-            now = time.time()
-            for schema, (branch, last_built) in registered.items():
-                if now - last_built > ttl_seconds:
-                    targets.setdefault(schema, branch)
-        for schema, branch in sorted(targets.items()):
-            if schema not in registered:
-                context.log.info(f"{schema} ({branch!r}) was never created by branch CI; skipped")
-                continue
-            if conn.drop_branch_schema(schema):
-                dropped.append(schema)
-            conn.forget_branch_schema(schema)
-    repo = branch_settings.repo_settings(settings)
-    removed = [str(p) for schema in targets for p in remove_branch_worktrees(core, repo, schema)]
-    forgotten_parses = [
-        schema for schema in targets if parse_cache.drop(parse_cache.cache_dir(core.home, schema))
-    ]
-    context.log.info(f"dropped {dropped}; removed worktrees {removed}; parse caches {forgotten_parses}")
+    for schema in report.skipped:
+        context.log.info(f"{schema} was never created by branch CI; skipped")
+    removed = [str(p) for p in report.removed_worktrees]
+    context.log.info(f"dropped {report.dropped}; removed worktrees {removed}; parse caches {report.removed_parse_caches}")
     return dg.Output(
         None,
         metadata={
-            "dropped_schemas": dg.MetadataValue.json(dropped),
+            "dropped_schemas": dg.MetadataValue.json(report.dropped),
             "removed_worktrees": dg.MetadataValue.json(removed),
-            "removed_parse_caches": dg.MetadataValue.json(forgotten_parses),
-            "dropped_count": dg.MetadataValue.int(len(dropped)),
+            "removed_parse_caches": dg.MetadataValue.json(report.removed_parse_caches),
+            "dropped_count": dg.MetadataValue.int(len(report.dropped)),
         },
     )
 

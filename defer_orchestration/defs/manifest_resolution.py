@@ -82,4 +82,5 @@ def _verified(event: Any) -> PublishedManifest:
         dbt_version=_value(metadata, "dbt_version"),
         git_sha=_value(metadata, "git_sha"),
         created_at=float(_value(metadata, "created_at") or event.timestamp),
+        failing_tests=tuple(_value(metadata, "failing_tests") or ()),
     )

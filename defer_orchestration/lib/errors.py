@@ -5,6 +5,7 @@
     ├── BranchNameError               a branch name we cannot map to a schema
     ├── BranchPlanCursorError         a sensor cursor cannot be read (also a ValueError)
     ├── ProtectedSchemaError          a branch/teardown target resolved to a protected schema
+    │   └── BranchIsolationError      a branch's node would write outside the branch's schemas
     ├── PreflightError                a relation a branch build would defer to does not exist
     ├── GitError                      a git command failed
     ├── DbtInvocationError            dbt could not be run or failed
@@ -39,6 +40,10 @@ class BranchPlanCursorError(DeferOrchestrationError, ValueError):
 
 class ProtectedSchemaError(DeferOrchestrationError):
     """A branch or teardown operation would have touched a protected schema."""
+
+
+class BranchIsolationError(ProtectedSchemaError):
+    """A selected node of a branch would write a relation outside the branch's schemas."""
 
 
 class PreflightError(DeferOrchestrationError):

@@ -72,6 +72,7 @@ class PublishedManifest:
     dbt_version: str | None
     git_sha: str | None
     created_at: float  # unix seconds
+    failing_tests: tuple[str, ...] = ()  # published under DEFER_ORCH_PUBLISH_ON=models_built
 
     @property
     def manifest_path(self) -> Path:

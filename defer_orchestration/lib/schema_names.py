@@ -114,6 +114,21 @@ def is_branch_schema(schema: str, *, prefix: str = BRANCH_SCHEMA_PREFIX) -> bool
     return re.fullmatch(shape, schema) is not None
 
 
+_SUFFIX = re.compile(r"[a-z0-9_]+")
+
+
+def is_owned_schema(schema: str, owner: str) -> bool:
+    """Whether ``schema`` belongs to the branch schema ``owner``: ``owner`` itself or
+    ``<owner>_<suffix>`` (how dbt's ``generate_schema_name`` names a custom schema in a
+    branch), lower-case ``[a-z0-9_]``, at most 63 characters."""
+    if not is_branch_schema(owner) or len(schema) > MAX_SCHEMA_LENGTH:
+        return False
+    if schema == owner:
+        return True
+    prefix = f"{owner}_"
+    return schema.startswith(prefix) and _SUFFIX.fullmatch(schema[len(prefix):]) is not None
+
+
 def quote_identifier(name: str) -> str:
     """A double-quoted SQL identifier with embedded ``"`` doubled."""
     if "\x00" in name:
@@ -147,8 +162,10 @@ def guard_branch_schema(
     *,
     protected: Iterable[str] = PROTECTED_SCHEMAS,
     prefix: str = BRANCH_SCHEMA_PREFIX,
+    owner: str | None = None,
 ) -> str:
-    """Return ``schema`` unchanged if it is a branch schema, else raise ProtectedSchemaError."""
+    """Return ``schema`` unchanged if it is a branch schema (or, given ``owner``, a schema
+    that branch schema owns: :func:`is_owned_schema`), else raise ProtectedSchemaError."""
     protected_names = {_normalised(p) for p in protected}
     if _normalised(schema) in protected_names:
         raise ProtectedSchemaError(
@@ -156,6 +173,8 @@ def guard_branch_schema(
             "another protected schema); branch builds and teardown only ever touch schemas "
             f"named {prefix}<slug>_<hash>. Compute the schema with branch_schema_name(branch)."
         )
+    if owner is not None and is_owned_schema(schema, owner):
+        return schema
     if not is_branch_schema(schema, prefix=prefix):
         raise ProtectedSchemaError(
             f"refusing to build or drop schema {schema!r}: it is not a branch schema this "

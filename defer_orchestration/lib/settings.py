@@ -7,11 +7,21 @@ build, the dbt layer and the warehouse run the same under Dagster and from a com
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from defer_orchestration.lib.manifest_store import ManifestStore
 from defer_orchestration.warehouse.base import Warehouse
+
+
+class PublishOn(StrEnum):
+    """When a production build publishes its manifest (``DEFER_ORCH_PUBLISH_ON``)."""
+
+    SUCCESS = "success"  # every node built and every test passed
+    MODELS_BUILT = "models_built"  # every model, seed and snapshot built; failing tests recorded
 
 
 @dataclass(frozen=True)
@@ -22,6 +32,13 @@ class Settings:
     project_dir: Path  # the production dbt project
     warehouse: Warehouse
     threads: int = 2
+    dbt_vars: Mapping[str, Any] = field(default_factory=dict)  # every invocation's --vars
+    prod_commands: tuple[str, ...] = ("build",)  # dbt commands of a production build, in order
+    publish_on: PublishOn = PublishOn.SUCCESS
+
+    def package_cache(self) -> Path:
+        """Where fetched dbt packages are installed, one directory per package lock."""
+        return self.home / "packages"
 
     def store(self) -> ManifestStore:
         """The content-addressed store of published production artifacts."""

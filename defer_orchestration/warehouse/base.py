@@ -67,13 +67,14 @@ class WarehouseConnection(ABC):
         """Run one statement; its rows are read from the returned cursor."""
 
     @abstractmethod
-    def copy_table(self, source: Relation, target: Relation) -> int:
+    def copy_table(self, source: Relation, target: Relation, *, owner: str | None = None) -> int:
         """Copy a production table into a branch schema as a real table; its row count.
 
         Used to start a branch's incremental models from production's data (dbt's own
         ``clone`` makes views where the warehouse has no zero-copy clone, and the
         incremental materialization rebuilds a view from scratch). Implementations must
-        call :func:`guard_branch_schema` on the target schema.
+        call :func:`guard_branch_schema` on the target schema (``owner``: the branch schema
+        that owns it, for a custom schema).
         """
 
     # Generic operations ------------------------------------------------------------------
@@ -128,10 +129,10 @@ class WarehouseConnection(ABC):
                 found.setdefault((str(schema), str(table)), {})[str(name)] = str(dtype).upper()
         return found
 
-    def drop_branch_schema(self, schema: str) -> bool:
-        """Drop a branch schema and everything in it; refuse protected or foreign schemas.
-        Whether it existed."""
-        guard_branch_schema(schema)
+    def drop_branch_schema(self, schema: str, *, owner: str | None = None) -> bool:
+        """Drop a branch schema (or one ``owner`` owns) and everything in it; refuse
+        protected or foreign schemas. Whether it existed."""
+        guard_branch_schema(schema, owner=owner)
         if schema not in self.list_schemas():
             return False
         self.execute(f"drop schema {quote_identifier(schema)} cascade")
@@ -147,9 +148,11 @@ class WarehouseConnection(ABC):
         )
         return table
 
-    def register_branch_schema(self, schema: str, *, branch: str, sha: str, now: float) -> None:
+    def register_branch_schema(
+        self, schema: str, *, branch: str, sha: str, now: float, owner: str | None = None
+    ) -> None:
         """Record (before building) that ``schema`` belongs to ``branch`` and was used at ``now``."""
-        guard_branch_schema(schema)
+        guard_branch_schema(schema, owner=owner)
         p = self.placeholder
         self.execute(
             f"insert into {self._registry()} values ({p}, {p}, {p}, {p}, {p}) "

@@ -45,9 +45,9 @@ class DuckDBConnection(WarehouseConnection):
         """Run one statement (several, separated by ``;``, when there are no parameters)."""
         return self._conn.execute(sql, list(params)) if params else self._conn.execute(sql)
 
-    def copy_table(self, source: Relation, target: Relation) -> int:
+    def copy_table(self, source: Relation, target: Relation, *, owner: str | None = None) -> int:
         """``create or replace table <target> as select * from <source>``; its row count."""
-        guard_branch_schema(target[0])
+        guard_branch_schema(target[0], owner=owner)
         self.execute(f"create schema if not exists {quote_identifier(target[0])}")
         self.execute(f"create or replace table {qualified(target)} as select * from {qualified(source)}")
         return self.row_count(*target)

@@ -89,3 +89,30 @@ def test_relation_address_only_for_materialized_relations() -> None:
     )
     assert dbt_artifacts.relation_address({"resource_type": "test", "schema": "prod", "name": "t"}) is None
     assert dbt_artifacts.relation_address({"resource_type": "model", "name": "no_schema"}) is None
+
+
+def test_run_results_of_several_commands_merge_to_each_nodes_latest() -> None:
+    seed = {"results": [{"unique_id": "seed.a", "status": "success", "execution_time": 1.0}], "elapsed_time": 2.0,
+            "metadata": {"invocation_id": "seed"}}
+    build = {"results": [{"unique_id": "seed.a", "status": "success", "execution_time": 0.5},
+                         {"unique_id": "model.b", "status": "error"}], "elapsed_time": 3.0,
+             "metadata": {"invocation_id": "build"}}
+    merged = dbt_artifacts.merge_run_results([seed, build])
+    assert [(r["unique_id"], r.get("execution_time")) for r in merged["results"]] == [("seed.a", 0.5), ("model.b", None)]
+    assert merged["elapsed_time"] == 5.0 and merged["metadata"]["invocation_id"] == "build"
+    assert dbt_artifacts.merge_run_results([]) == {"results": []}
+
+
+def test_publication_policy() -> None:
+    manifest = {
+        "nodes": {
+            "model.a": {"resource_type": "model"}, "model.child": {"resource_type": "model"},
+            "test.t": {"resource_type": "test"}, "seed.s": {"resource_type": "seed"},
+        }
+    }
+    only_tests = {"results": [{"unique_id": "model.a", "status": "success"}, {"unique_id": "test.t", "status": "fail"},
+                              {"unique_id": "seed.s", "status": "success"}]}
+    assert dbt_artifacts.publication_blockers(only_tests, manifest, models_built_suffices=False) == (["test.t"], ["test.t"])
+    assert dbt_artifacts.publication_blockers(only_tests, manifest, models_built_suffices=True) == ([], ["test.t"])
+    skipped = {"results": [*only_tests["results"], {"unique_id": "model.child", "status": "skipped"}]}
+    assert dbt_artifacts.publication_blockers(skipped, manifest, models_built_suffices=True) == (["model.child"], ["test.t"])

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from defer_orchestration.lib.errors import ConfigurationError
+
 from defer_orchestration.dbt import args as dbt_args
 from defer_orchestration.dbt.args import StateArgs
 
@@ -63,3 +67,33 @@ def test_parse_ls_output_ignores_log_lines() -> None:
     assert dbt_args.parse_ls_output(lines) == [
         {"unique_id": "model.shop.orders", "resource_type": "model", "name": "orders"}
     ]
+
+
+def test_vars_come_from_yaml_or_json_and_launch_values_win() -> None:
+    from defer_orchestration.dbt.args import merge_vars, parse_vars
+
+    assert parse_vars("", what="X") == {}
+    assert parse_vars('{"a": 1}', what="X") == {"a": 1}
+    assert parse_vars("{a: 1, b: [x]}", what="X") == {"a": 1, "b": ["x"]}
+    assert merge_vars({"a": 1, "b": 2}, {"b": 3}) == {"a": 1, "b": 3}
+    for bad in ("[1, 2]", "a: [", "just text"):
+        with pytest.raises(ConfigurationError, match="X"):
+            parse_vars(bad, what="X")
+
+
+def test_prod_commands_are_checked() -> None:
+    from defer_orchestration.dbt.args import parse_prod_commands
+
+    assert parse_prod_commands("", what="P") == ("build",)
+    assert parse_prod_commands(" seed , build ", what="P") == ("seed", "build")
+    with pytest.raises(ConfigurationError, match="'deps'.*seed,build"):
+        parse_prod_commands("deps,build", what="P")
+
+
+def test_vars_reach_the_command_line() -> None:
+    from defer_orchestration.dbt.cli import DbtPaths, dbt_arguments
+
+    paths = DbtPaths(Path("/p"), Path("/pr"), Path("/t"), Path("/l"), vars={"b": 1, "a": "x"})
+    args = dbt_arguments(["parse"], paths, target="branch")
+    assert args[:3] == ["parse", "--vars", '{"a": "x", "b": 1}']
+    assert "--vars" not in dbt_arguments(["parse"], DbtPaths(Path("/p"), Path("/pr"), Path("/t"), Path("/l")), target=None)

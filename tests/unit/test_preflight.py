@@ -79,3 +79,27 @@ def test_favor_state_ignores_branch_copies() -> None:
         favor_state=True,
     )
     assert [m.unique_id for m in missing] == ["model.s.branch_copy"]
+
+
+def test_relations_outside_the_branch_namespace_are_refused() -> None:
+    from defer_orchestration.branch.preflight import branch_relations, foreign_relations, isolation_message
+
+    base = "br_feature_0123456789"
+    manifest = {
+        "nodes": {
+            "model.s.a": {"resource_type": "model", "database": "w", "schema": base, "name": "a"},
+            "model.s.m": {"resource_type": "model", "database": "w", "schema": f"{base}_marts", "name": "m"},
+            "snapshot.s.p": {"resource_type": "snapshot", "database": "w", "schema": "snapshots", "name": "p"},
+            "model.s.prod": {"resource_type": "model", "database": "w", "schema": "prod", "name": "x"},
+            "model.s.other_db": {"resource_type": "model", "database": "elsewhere", "schema": base, "name": "o"},
+            "model.s.eph": {"resource_type": "model", "schema": "prod", "name": "e", "config": {"materialized": "ephemeral"}},
+            "test.s.t": {"resource_type": "test", "schema": "prod", "name": "t"},
+        }
+    }
+    relations = branch_relations(list(manifest["nodes"]), manifest)
+    assert set(relations) == {"model.s.a", "model.s.m", "snapshot.s.p", "model.s.prod", "model.s.other_db"}
+    foreign = foreign_relations(relations, branch_schema=base)
+    assert [f.unique_id for f in foreign] == ["model.s.other_db", "model.s.prod", "snapshot.s.p"]
+    message = isolation_message(foreign, base)
+    assert "snapshot.s.p -> w.snapshots.p" in message and "target_schema" in message
+    assert foreign_relations({"model.s.a": ("w", base, "a")}, branch_schema=base) == []

@@ -272,3 +272,19 @@ def test_injective_on_samples(names: set[str]) -> None:
 def test_case_variants_are_distinct(name: str) -> None:
     variants = {name, name.lower(), name.upper(), name.swapcase()}
     assert len({branch_schema_name(v) for v in variants}) == len(variants)
+
+
+def test_a_branch_schema_owns_its_custom_schemas_only() -> None:
+    from defer_orchestration.lib.schema_names import is_owned_schema
+
+    base = "br_feature_0123456789"
+    assert is_owned_schema(base, base) and is_owned_schema(f"{base}_marts", base)
+    for other in ("prod", "marts", f"{base}x", f"{base}_", f"{base}_Marts", f"{base}_m-x", "br_other_0123456789_marts"):
+        assert not is_owned_schema(other, base)
+    assert not is_owned_schema(f"{base}_" + "a" * 60, base)  # over 63 characters
+    assert not is_owned_schema("prod_x", "prod")  # the owner must be a branch schema
+    assert guard_branch_schema(f"{base}_marts", owner=base) == f"{base}_marts"
+    with pytest.raises(ProtectedSchemaError):
+        guard_branch_schema(f"{base}_marts")
+    with pytest.raises(ProtectedSchemaError):
+        guard_branch_schema("prod", owner=base)

@@ -36,6 +36,7 @@ def manifest_metadata(
         if status not in dbt_artifacts.OK_STATUSES
     }
     status_rows = "\n".join(f"| {status} | {n} |" for status, n in statuses.items())
+    _, failing_tests = dbt_artifacts.publication_blockers(run_results, manifest, models_built_suffices=True)
     return {
         "version": dg.MetadataValue.text(stored.version),
         "sha256": dg.MetadataValue.text(stored.files["manifest.json"]),
@@ -49,6 +50,9 @@ def manifest_metadata(
         "node_counts": dg.MetadataValue.json(counts),
         "status_summary": dg.MetadataValue.json(statuses),
         "not_successful_nodes": dg.MetadataValue.json(not_ok),
+        # Non-empty only when DEFER_ORCH_PUBLISH_ON=models_built let a build with failing
+        # tests publish; every branch run deferring to this version warns about them.
+        "failing_tests": dg.MetadataValue.json(failing_tests),
         "status_table": dg.MetadataValue.md(f"| status | nodes |\n|---|---|\n{status_rows}"),
         **{f"nodes/{kind}": dg.MetadataValue.int(n) for kind, n in counts.items()},
     }

@@ -1,0 +1,64 @@
+"""Tearing branches down: their schemas (the branch schema and the custom schemas it
+owns), leftover worktrees and cached parse. Only schemas the registry says branch CI
+created are ever dropped, each through the schema guard."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from defer_orchestration.branch.checkout import remove_branch_worktrees
+from defer_orchestration.dbt import parse_cache
+from defer_orchestration.lib.errors import BranchNameError
+from defer_orchestration.lib.schema_names import branch_schema_name, guard_branch_schema, is_owned_schema
+from defer_orchestration.lib.settings import RepoSettings, Settings
+
+
+@dataclass
+class TeardownReport:
+    """What a teardown removed."""
+
+    dropped: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # never created by branch CI
+    removed_worktrees: list[Path] = field(default_factory=list)
+    removed_parse_caches: list[str] = field(default_factory=list)
+
+
+def teardown(
+    settings: Settings,
+    repo: RepoSettings,
+    branches: Iterable[str],
+    *,
+    idle_before: float | None = None,
+) -> TeardownReport:
+    """Drop the schemas of ``branches`` and, with ``idle_before`` (unix seconds), of every
+    registered branch last built before then."""
+    owners = {guard_branch_schema(branch_schema_name(b)): b for b in branches}
+    report = TeardownReport()
+    with settings.warehouse.connect() as conn:
+        registered = conn.registered_branch_schemas()
+        if idle_before is not None:
+            for schema, (branch, last_built) in registered.items():
+                if last_built < idle_before:
+                    try:
+                        owners.setdefault(branch_schema_name(branch), branch)
+                    except BranchNameError:
+                        continue  # a registry row no branch name maps to: left for a person
+        for owner, branch in sorted(owners.items()):
+            schemas = [owner] + sorted(
+                schema for schema, (row_branch, _) in registered.items()
+                if row_branch == branch and schema != owner and is_owned_schema(schema, owner)
+            )
+            for schema in schemas:
+                if schema not in registered:
+                    report.skipped.append(schema)
+                    continue
+                if conn.drop_branch_schema(schema, owner=owner):
+                    report.dropped.append(schema)
+                conn.forget_branch_schema(schema)
+    for owner in sorted(owners):
+        report.removed_worktrees += remove_branch_worktrees(settings, repo, owner)
+        if parse_cache.drop(parse_cache.cache_dir(settings.home, owner)):
+            report.removed_parse_caches.append(owner)
+    return report

@@ -1,0 +1,83 @@
+"""The entry point of every dbt process we start: ``python -m defer_orchestration.dbt.runner
+<dbt args>`` is ``dbt <dbt args>`` plus one thing dbt has no flag for.
+
+dbt reads a project's installed packages from ``<project>/<packages-install-path>``, a
+setting of ``dbt_project.yml`` only. We never write into the user's project, and a
+branch's packages live in a cache keyed by its lock (``dbt/packages.py``), so the
+runner points dbt at another directory: with ``DEFER_ORCH_DBT_PACKAGES_DIR`` set, the
+project named by ``--project-dir`` loads its packages from there. The dbt session child
+(``dbt/session.py``) installs the same hook and sets the directory per command.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+ENV_PACKAGES_DIR = "DEFER_ORCH_DBT_PACKAGES_DIR"
+
+_current: dict[str, str | None] = {"packages_dir": None, "project_dir": None}
+
+
+def project_dir_of(args: Sequence[str]) -> str | None:
+    """The ``--project-dir`` of a dbt command line."""
+    for i, arg in enumerate(args):
+        if arg == "--project-dir" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--project-dir="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def set_packages_dir(packages_dir: str | None, project_dir: str | None) -> None:
+    """Load ``project_dir``'s packages from ``packages_dir`` (None: dbt's own default)."""
+    _current["packages_dir"] = packages_dir
+    _current["project_dir"] = os.path.realpath(project_dir) if project_dir else None
+
+
+def install_packages_hook() -> None:
+    """Make dbt read the root project's packages from the directory last set.
+
+    ``RuntimeConfig._get_project_directories`` lists the installed packages of a
+    project; only the root project's dependencies are ever loaded, and only when its
+    root is the project we set is the directory replaced. The dbt version is pinned
+    (<1.12); if the method moves, the hook does nothing and dbt reports the packages
+    as not installed, naming the directory it looked in.
+    """
+    from dbt.config import runtime
+
+    original: Callable[[Any], Iterator[Path]] | None = getattr(runtime.RuntimeConfig, "_get_project_directories", None)
+    if original is None or getattr(original, "_defer_orchestration", False):
+        return
+    unwrapped: Callable[[Any], Iterator[Path]] = original
+
+    def project_directories(config: Any) -> Iterator[Path]:
+        packages_dir, project_dir = _current["packages_dir"], _current["project_dir"]
+        if packages_dir and project_dir and os.path.realpath(config.project_root) == project_dir:
+            root = Path(packages_dir)
+            if root.is_dir():
+                yield from (p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith("__"))
+            return
+        yield from unwrapped(config)
+
+    project_directories._defer_orchestration = True  # type: ignore[attr-defined]
+    setattr(runtime.RuntimeConfig, "_get_project_directories", project_directories)  # noqa: B010
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``dbt`` with the packages directory of ``DEFER_ORCH_DBT_PACKAGES_DIR``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    packages_dir = os.environ.get(ENV_PACKAGES_DIR) or None
+    if packages_dir:
+        set_packages_dir(packages_dir, project_dir_of(args) or os.getcwd())
+        install_packages_hook()
+    from dbt.cli.main import cli
+
+    cli.main(args=args, prog_name="dbt")
+
+
+if __name__ == "__main__":
+    main()
