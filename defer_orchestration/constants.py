@@ -12,6 +12,7 @@ BRANCH_CI_JOB = "branch_ci_job"
 BRANCH_CI_SENSOR = "branch_ci_sensor"
 BRANCH_TEARDOWN_JOB = "branch_teardown_job"
 BRANCH_TEARDOWN_SENSOR = "branch_teardown_sensor"
+MAIN_BRANCH_SENSOR = "main_branch_sensor"
 BRANCH_SCHEMA_TTL_SCHEDULE = "branch_schema_ttl_schedule"
 
 # Ops and steps (run configs and the tests address them by these names).
@@ -32,6 +33,7 @@ PROD_SCHEMA = "prod"
 BRANCH_TAG = "defer_orchestration/branch"
 SHA_TAG = "defer_orchestration/sha"
 SCHEMA_TAG = "defer_orchestration/schema"
+MODE_TAG = "defer_orchestration/mode"
 
 # Environment variables (read only by resources.py, when Dagster loads definitions).
 ENV_HOME = "DEFER_ORCH_HOME"

@@ -12,13 +12,17 @@ import functools
 
 import dagster as dg
 
-from defer_orchestration.dbt.project import prepare_manifest
 from defer_orchestration.defs.assets.prod_dbt import build_prod_dbt_assets
 from defer_orchestration.defs.assets.prod_manifest import build_prod_manifest_asset
 from defer_orchestration.defs.jobs import branch_ci_job, branch_teardown_job, prod_build_job
 from defer_orchestration.defs.schedules import build_branch_schema_ttl_schedule, build_prod_build_schedule
-from defer_orchestration.defs.sensors import build_branch_ci_sensor, build_branch_teardown_sensor
+from defer_orchestration.defs.sensors import (
+    build_branch_ci_sensor,
+    build_branch_teardown_sensor,
+    build_main_branch_sensor,
+)
 from defer_orchestration.demo.assets import raw_tables
+from defer_orchestration.production.head import prepare_head_manifest
 from defer_orchestration.resources import (
     BranchCiSettings,
     DeferOrchSettings,
@@ -38,8 +42,12 @@ def build_definitions(
     """All assets, jobs, schedules and sensors for the configured dbt project."""
     runtime_settings = settings if settings is not None else settings_from_env()
     load_time = settings if settings is not None else settings_from_env(resolve=True)
+    runtime_branch = branch_settings or branch_settings_from_env()
+    load_branch = branch_settings or branch_settings_from_env(resolve=True)
     load = load or load_settings_from_env()
-    prod_dbt = build_prod_dbt_assets(prepare_manifest(load_time.core()))
+    # The asset graph is main's head, as production builds it (a project outside git: in place).
+    manifest = prepare_head_manifest(load_time.core(), load_branch.repo_settings_or_none(load_time))
+    prod_dbt = build_prod_dbt_assets(manifest)
     # The synthetic sources are the bundled demo project's; never written into a user's warehouse.
     demo_assets = [raw_tables] if load_time.is_bundled_project() else []
     return dg.Definitions(
@@ -49,13 +57,14 @@ def build_definitions(
         sensors=[
             build_branch_ci_sensor(load.sensor_interval_s),
             build_branch_teardown_sensor(load.sensor_interval_s),
+            build_main_branch_sensor(load.sensor_interval_s),
         ],
         # One process per run: every step holds the single-slot warehouse pool anyway, so a
         # process per step would only add ~5 s of start-up to each.
         executor=dg.in_process_executor,
         resources={
             "settings": runtime_settings,
-            "branch_settings": branch_settings or branch_settings_from_env(),
+            "branch_settings": runtime_branch,
         },
     )
 

@@ -177,6 +177,13 @@ class BranchCiSettings(dg.ConfigurableResource):
         """Exclude globs as a tuple."""
         return tuple(p.strip() for p in self.branch_exclude.split(",") if p.strip())
 
+    def repo_settings_or_none(self, settings: DeferOrchSettings) -> RepoSettings | None:
+        """The repository settings, None when the project is in no git repository and none
+        is configured (production then builds the project directory in place)."""
+        if not self.git_repo and git.repo_root(settings.project_path()) is None:
+            return None
+        return self.repo_settings(settings)
+
     def repo_settings(self, settings: DeferOrchSettings) -> RepoSettings:
         """The plain repository settings the core takes."""
         return RepoSettings(

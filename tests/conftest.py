@@ -41,7 +41,7 @@ def _dbt_only_where_marked(request: pytest.FixtureRequest, monkeypatch: pytest.M
     """A test without the `dbt` marker that starts dbt fails, naming the fix."""
     if request.node.get_closest_marker("dbt") is not None:
         return
-    from defer_orchestration.dbt import cli, project, session
+    from defer_orchestration.dbt import cli, session
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError(
@@ -51,7 +51,6 @@ def _dbt_only_where_marked(request: pytest.FixtureRequest, monkeypatch: pytest.M
 
     monkeypatch.setattr(cli, "dbt_command", refuse)
     monkeypatch.setattr(cli, "dbt_executable", refuse)
-    monkeypatch.setattr(project, "dbt_command", refuse)
     monkeypatch.setattr(session.DbtSession, "start", refuse)
 
 

@@ -26,7 +26,7 @@ def test_defs_has_exactly_the_documented_names(prod_env) -> None:
         c.PROD_BUILD_SCHEDULE,
         c.BRANCH_SCHEMA_TTL_SCHEDULE,
     }
-    assert {s.name for s in repo.sensor_defs} == {c.BRANCH_CI_SENSOR, c.BRANCH_TEARDOWN_SENSOR}
+    assert {s.name for s in repo.sensor_defs} == {c.BRANCH_CI_SENSOR, c.BRANCH_TEARDOWN_SENSOR, c.MAIN_BRANCH_SENSOR}
     keys = {key.to_user_string() for key in repo.asset_graph.get_all_asset_keys()}
     raw = {f"raw/{t}" for t in synthetic_data.RAW_TABLES}
     assert raw <= keys
@@ -49,10 +49,13 @@ def test_dbt_sources_hang_off_the_raw_assets(prod_env) -> None:
 def test_prod_schedule_evaluates_to_a_run_request(prod_env) -> None:
     schedule = prod_env.defs.resolve_schedule_def(c.PROD_BUILD_SCHEDULE)
     assert schedule.cron_schedule == c.DEFAULT_PROD_CRON
-    context = dg.build_schedule_context(instance=prod_env.instance)
+    context = dg.build_schedule_context(instance=prod_env.instance, resources=prod_env.defs.resources)
     result = schedule.evaluate_tick(context)
     assert len(result.run_requests) == 1
     assert schedule.job_name == c.PROD_BUILD_JOB
+    # It builds main's head as it is when the schedule fires.
+    config = result.run_requests[0].run_config["ops"][c.PROD_DBT_OP]["config"]
+    assert config == {"sha": prod_env.repo_head}
 
 
 def test_importing_the_definitions_module_reads_nothing_and_runs_no_dbt(tmp_path) -> None:

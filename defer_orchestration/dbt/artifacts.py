@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from enum import StrEnum
 from typing import Any
@@ -145,7 +145,7 @@ def relation_name(node: Mapping[str, Any]) -> str | None:
     return ".".join(f'"{p}"' for p in parts)
 
 
-def merge_run_results(results: list[Mapping[str, Any]]) -> dict[str, Any]:
+def merge_run_results(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """One run_results document for several dbt commands run in order (``seed`` then
     ``build``): each node's latest result, the last command's metadata, the summed time."""
     if not results:

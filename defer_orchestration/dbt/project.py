@@ -1,4 +1,5 @@
-"""The production dbt project: where dbt writes for it, its profiles, its load-time parse.
+"""The project directory's load-time parse, for a project outside git (a project in a
+git repository is parsed at main's head instead: ``production/head.py``).
 
 ``@dbt_assets`` needs a manifest when the code location loads. We parse the project
 into our own home directory (never into the project's ``target/``), and only when a
@@ -11,16 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shlex
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from defer_orchestration import constants as c
-from defer_orchestration.dbt.cli import DbtPaths, dbt_command, run_dbt
+from defer_orchestration.dbt.cli import DbtPaths, run_dbt
 from defer_orchestration.dbt.packages import package_key, packages_dir_for
 from defer_orchestration.dbt.profiles import write_profiles
-from defer_orchestration.dbt.runner import ENV_PACKAGES_DIR
 from defer_orchestration.lib.errors import ConfigurationError
 from defer_orchestration.lib.settings import Settings
 
@@ -56,51 +53,20 @@ def prod_profiles_dir(settings: Settings) -> Path:
     )
 
 
-def prod_dbt_paths(
-    settings: Settings, target_path: Path, *, vars: Mapping[str, Any] | None = None
-) -> DbtPaths:
-    """Paths of a production-target dbt invocation writing into ``target_path``, with the
-    project's packages installed (outside the project) and the configured vars (or ``vars``)."""
-    chosen = settings.dbt_vars if vars is None else vars
+def prod_dbt_paths(settings: Settings, target_path: Path) -> DbtPaths:
+    """Paths of a production-target dbt invocation of the project directory writing into
+    ``target_path``, with its packages (installed outside the project) and vars."""
     return DbtPaths(
         project_dir=settings.project_dir,
         profiles_dir=prod_profiles_dir(settings),
         target_path=target_path,
         log_path=project_work_dir(settings) / "logs",
         packages_dir=packages_dir_for(
-            settings.project_dir, settings.package_cache(), project_work_dir(settings) / "dbt_packages", vars=chosen
+            settings.project_dir, settings.package_cache(), project_work_dir(settings) / "dbt_packages",
+            vars=settings.dbt_vars,
         ),
-        vars=chosen,
+        vars=settings.dbt_vars,
     )
-
-
-def dbt_executable_for(paths: DbtPaths) -> Path:
-    """An executable that runs dbt for ``paths`` (for dagster-dbt, which takes one path):
-    our runner with the packages directory of ``paths``, written next to its logs."""
-    script = paths.log_path.parent / "bin" / "dbt"
-    script.parent.mkdir(parents=True, exist_ok=True)
-    exports = f"export {ENV_PACKAGES_DIR}={shlex.quote(os.fspath(paths.packages_dir))}\n" if paths.packages_dir else ""
-    text = f"#!/bin/sh\n{exports}exec {shlex.join(dbt_command())} \"$@\"\n"
-    if not script.is_file() or script.read_text(encoding="utf-8") != text:
-        staged = script.with_name(f".dbt.{os.getpid()}.tmp")
-        staged.write_text(text, encoding="utf-8")
-        staged.chmod(0o755)
-        os.replace(staged, script)
-    return script
-
-
-def prod_build_target_path(settings: Settings, run_id: str) -> Path:
-    """Where the production dbt build of one run writes its artifacts (read by prod_manifest)."""
-    return settings.run_dir(run_id) / "prod_build" / "target"
-
-
-def prod_command_args(command: str, paths: DbtPaths) -> list[str]:
-    """One production dbt command's arguments for dagster-dbt (which adds ``--target-path``;
-    project and profiles dirs come from its resource): vars, and logs in our work dir."""
-    args = [command]
-    if paths.vars:
-        args += ["--vars", json.dumps(dict(paths.vars), sort_keys=True)]
-    return args + ["--log-path", os.fspath(paths.log_path)]
 
 
 def parse_inputs_key(paths: DbtPaths) -> str:

@@ -7,6 +7,8 @@ A tick never runs dbt and never opens the warehouse.
 # config annotations of ops and assets at definition time and needs real types.
 
 
+from typing import Any
+
 import dagster as dg
 
 from defer_orchestration import constants as c
@@ -14,6 +16,7 @@ from defer_orchestration.lib import git
 from defer_orchestration.branch.plan import parse_cursor, plan_branch_runs, plan_teardown
 from defer_orchestration.lib.errors import BranchNameError, DeferOrchestrationError
 from defer_orchestration.lib.schema_names import branch_schema_name
+from defer_orchestration.production.plan import plan_main_build
 from defer_orchestration.resources import BranchCiSettings, DeferOrchSettings
 
 _ACTIVE = [
@@ -162,3 +165,78 @@ def build_branch_teardown_sensor(minimum_interval_seconds: int = 60) -> dg.Senso
         return dg.SensorResult(run_requests=requests, cursor=plan.cursor)
 
     return branch_teardown_sensor
+
+
+def cancel_queued_prod_runs(instance: dg.DagsterInstance, *, keep_sha: str, log: Any) -> list[str]:
+    """Cancel queued production runs of older heads of main (started ones finish: they
+    are already building, and each publishes only if it succeeds)."""
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(
+            job_name=c.PROD_BUILD_JOB, tags={c.BRANCH_TAG: MAIN_TAG_VALUE},
+            statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED],
+        )
+    )
+    cancelled = []
+    for run in runs:
+        if run.tags.get(c.SHA_TAG) == keep_sha:
+            continue
+        reason = f"superseded by main@{keep_sha[:12]}"
+        log.info(f"cancelling queued production run {run.run_id}: {reason}")
+        instance.report_engine_event(f"main_branch_sensor cancels this run: {reason}", dagster_run=run)
+        if run.status == dg.DagsterRunStatus.QUEUED:
+            instance.run_coordinator.cancel_run(run.run_id)
+        else:
+            instance.report_run_canceled(run, message=reason)
+        cancelled.append(run.run_id)
+    return cancelled
+
+
+MAIN_TAG_VALUE = "main"  # the branch tag of production runs requested for main's heads
+
+
+def build_main_branch_sensor(minimum_interval_seconds: int = 30) -> dg.SensorDefinition:
+    """``main_branch_sensor``: one ``prod_build_job`` run per new head of main.
+
+    Cursor: JSON ``{"version": 1, "main": sha}`` of the head last requested; ``run_key``
+    ``main@<sha>`` guards restarts from Dagster's side too. A newer head cancels the queued
+    production runs of older ones. One ``git ls-remote`` a tick: no dbt, no warehouse.
+    """
+
+    @dg.sensor(
+        name=c.MAIN_BRANCH_SENSOR,
+        job_name=c.PROD_BUILD_JOB,
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+    )
+    def main_branch_sensor(
+        context: dg.SensorEvaluationContext,
+        settings: DeferOrchSettings,
+        branch_settings: BranchCiSettings,
+    ):
+        try:
+            repo = branch_settings.repo(settings)
+        except DeferOrchestrationError as exc:
+            return dg.SkipReason(f"no repository to follow: {exc}")
+        heads = _heads(context, repo)
+        if isinstance(heads, dg.SkipReason):
+            return heads
+        try:
+            plan = plan_main_build(context.cursor, heads, main_branch=branch_settings.main_branch)
+        except DeferOrchestrationError as exc:
+            return dg.SkipReason(str(exc))
+        if plan.missing_main:
+            return dg.SkipReason(
+                f"{repo} has no branch {branch_settings.main_branch!r} (deleted or renamed?): nothing to "
+                "build; production keeps its latest manifest. Set DEFER_ORCH_MAIN_BRANCH if main was renamed."
+            )
+        if plan.sha is None:
+            return dg.SensorResult(run_requests=[], cursor=plan.cursor)
+        cancel_queued_prod_runs(context.instance, keep_sha=plan.sha, log=context.log)
+        request = dg.RunRequest(
+            run_key=plan.run_key,
+            run_config={"ops": {c.PROD_DBT_OP: {"config": {"sha": plan.sha}}}},
+            tags={c.BRANCH_TAG: MAIN_TAG_VALUE, c.SHA_TAG: plan.sha},
+        )
+        return dg.SensorResult(run_requests=[request], cursor=plan.cursor)
+
+    return main_branch_sensor

@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 
 from .e2e_stack import LOCATION, REPOSITORY, TERMINAL, Stack, overlaps, wait_for
-from helpers import delete_branch, git, push_branch
+from helpers import commit_all, delete_branch, git, push_branch
 
 from defer_orchestration import constants as c
 from defer_orchestration.warehouse import base as warehouse
@@ -422,3 +422,60 @@ def test_browser_shows_the_asset_graph_and_a_branch_runs_summary(
     for shot in shots:
         assert shot.stat().st_size > 10_000
         shutil.copy(shot, artifacts_dir / shot.name)
+
+
+def test_a_merge_to_main_is_built_by_the_daemon_without_a_reload(stack: Stack, wave: dict) -> None:
+    """main_branch_sensor through the daemon: its first tick builds main's head; a merge
+    adding a model then produces one production run for the new head, which builds the
+    new model although this code location loaded before it existed."""
+    stack.wait_idle(timeout=120)
+    started = time.time()
+    stack.start_sensor(c.MAIN_BRANCH_SENSOR)
+
+    def prod_runs_since() -> list[dict]:
+        return [r for r in stack.runs(c.PROD_BUILD_JOB, tags={c.BRANCH_TAG: "main"}) if (r.get("startTime") or started) >= started - 1]
+
+    first = wait_for("the first main_branch_sensor run", lambda: prod_runs_since() or None, timeout=60)
+    assert stack.wait_run(first[0]["runId"], timeout=240) == "SUCCESS"
+    new_model = "dbt_project/models/marts/merged_after_load.sql"
+    (stack.repo / new_model).write_text("select count(*) as n from {{ ref('orders') }}\n")
+    head = commit_all(stack.repo, "merge: a model the loaded definitions do not know")
+
+    def run_for_head() -> dict | None:
+        runs = [r for r in stack.runs(c.PROD_BUILD_JOB, tags={c.SHA_TAG: head})]
+        return runs[0] if runs else None
+
+    run = wait_for("a production run for the merged head", run_for_head, timeout=60)
+    assert run["tag"][c.BRANCH_TAG] == "main"
+    assert stack.wait_run(run["runId"], timeout=240) == "SUCCESS", _failure_text(stack, run["runId"])
+    published = _output_metadata(stack, run["runId"], c.PROD_MANIFEST_ASSET)
+    assert published["git_sha"] == head
+    assert "merged_after_load" in _relations(stack, "prod")
+    assert len(stack.runs(c.PROD_BUILD_JOB, tags={c.SHA_TAG: head})) == 1  # later ticks add none
+
+    # Between the merge and the next load, the new model is a materialized key with no
+    # definition in the asset graph; a reload of the code location (which parses main's
+    # head) makes it a dbt asset.
+    asset = stack.gql(ASSET_QUERY, {"path": ["merged_after_load"]})["assetOrError"]
+    assert asset["__typename"] == "Asset" and asset["assetMaterializations"][0]["runId"] == run["runId"]
+    assert asset["definition"] is None
+    reloaded = stack.gql(RELOAD_MUTATION, {"name": LOCATION})["reloadRepositoryLocation"]
+    assert reloaded["__typename"] == "WorkspaceLocationEntry", reloaded
+    asset = stack.gql(ASSET_QUERY, {"path": ["merged_after_load"]})["assetOrError"]
+    assert asset["definition"] is not None and asset["definition"]["groupName"] == c.PROD_DBT_GROUP
+
+
+ASSET_QUERY = """
+query E2eAsset($path: [String!]!) {
+  assetOrError(assetKey: {path: $path}) {
+    __typename
+    ... on Asset { assetMaterializations(limit: 1) { runId } definition { groupName } }
+  }
+}
+"""
+
+RELOAD_MUTATION = """
+mutation E2eReload($name: String!) {
+  reloadRepositoryLocation(repositoryLocationName: $name) { __typename }
+}
+"""

@@ -1,5 +1,5 @@
 """The layout keeps its promises: no import cycles inside the package, and the core
-(``lib/``, ``dbt/``, ``warehouse/``, ``diff/``, ``branch/``) never imports Dagster, so a
+(``lib/``, ``dbt/``, ``warehouse/``, ``diff/``, ``branch/``, ``production/``) never imports Dagster, so a
 command line can drive it."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 PACKAGE = "defer_orchestration"
 ROOT = Path(__file__).resolve().parents[2] / PACKAGE
-CORE = ("lib", "dbt", "warehouse", "diff", "branch")
+CORE = ("lib", "dbt", "warehouse", "diff", "branch", "production")
 DAGSTER = ("dagster", "dagster_dbt", "dagster_webserver", "dagster_graphql")
 
 

@@ -1,13 +1,13 @@
-"""The production dbt build: every dbt model, seed and snapshot as a Dagster asset (dbt
-tests as asset checks), target ``prod``.
+"""The production dbt build as Dagster assets: every dbt model, seed and snapshot an asset,
+every dbt test an asset check, target ``prod``.
 
-The build runs the configured dbt commands in order (``DEFER_ORCH_PROD_COMMANDS``,
-default ``build``; e.g. ``seed,build`` for projects whose staging models read seeds
-through ``source()``). Its events are buffered (DuckDB's file is held until dbt exits,
-and row counts are read after that), reported once per node (the latest command's
-result) and yielded in the asset graph's dependency order, never in dbt's completion
-order. Whether the run may publish is the publication policy's call
-(``DEFER_ORCH_PUBLISH_ON``).
+The build itself is ``production/build.py`` (an exact commit of main, the configured dbt
+commands, the publication policy). This module turns its result into events: each node
+once (its latest result), in the asset graph's dependency order (never dbt's completion
+order), with row counts. A node the loaded asset graph does not know yet (a model merged
+after this code location loaded) is still built and published; it is reported as a
+runtime materialization and listed in the step's metadata, and the next load shows it as
+an asset.
 """
 
 # No `from __future__ import annotations` here: Dagster inspects the `context` and
@@ -16,33 +16,29 @@ order. Whether the run may publish is the publication policy's call
 
 import graphlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
+from dagster_dbt import DagsterDbtTranslator, dbt_assets
 from pydantic import Field
 
 from defer_orchestration import constants as c
 from defer_orchestration.dbt.args import merge_vars, parse_vars
 from defer_orchestration.dbt.artifacts import (
+    TEST_TYPES,
     NodeStatus,
-    merge_run_results,
-    publication_blockers,
+    all_resources,
+    execution_times,
     relation_address,
     result_statuses,
 )
-from defer_orchestration.dbt.project import (
-    dbt_executable_for,
-    newest_source_mtime,
-    prod_build_target_path,
-    prod_command_args,
-    prod_dbt_paths,
-)
-from defer_orchestration.lib.errors import DeferOrchestrationError, WarehouseError
-from defer_orchestration.lib.settings import PublishOn, Settings
-from defer_orchestration.resources import DeferOrchSettings
+from defer_orchestration.defs.manifest_resolution import latest_published_manifest
+from defer_orchestration.lib.errors import DeferOrchestrationError, NoManifestPublishedError
+from defer_orchestration.lib.settings import PublishOn
+from defer_orchestration.production.build import ProdBuildRequest, ProdBuildResult, ProdMode, run_prod_build
+from defer_orchestration.resources import BranchCiSettings, DeferOrchSettings
 
 
 class ProdDbtTranslator(DagsterDbtTranslator):
@@ -117,52 +113,27 @@ class ProdDbtTranslator(DagsterDbtTranslator):
 class ProdBuildConfig(dg.Config):
     """Launchpad config of the production dbt step."""
 
+    sha: str = Field(default="", description="Commit of main to build; empty means main's head now.")
+    mode: ProdMode = Field(
+        default=ProdMode.full,
+        description="full: build everything. changed: only state:modified+ of the commit against the "
+        "latest published manifest (the rest is already in production); the complete manifest is published.",
+    )
     vars: str = Field(
         default="",
         description="dbt vars for this run only (YAML or JSON mapping), over DEFER_ORCH_DBT_VARS.",
     )
 
 
-def _row_counts(settings: Settings, manifest: Mapping[str, Any], unique_ids: set[str]) -> dict[str, int]:
-    """Row counts of the built relations, read after dbt has released the warehouse file."""
-    nodes = manifest.get("nodes", {})
-    counts: dict[str, int] = {}
-    with settings.warehouse.connect() as conn:
-        for unique_id in sorted(unique_ids):
-            address = relation_address(nodes.get(unique_id) or {})
-            if address is None:
-                continue
-            try:
-                counts[unique_id] = conn.row_count(*address)
-            except Exception:  # a count is decoration; never fail the build over it
-                continue
-    return counts
-
-
-def _unique_id(event: Any) -> Any:
-    value = (getattr(event, "metadata", None) or {}).get("unique_id")
-    return getattr(value, "value", value)
-
-
 def _in_dependency_order(events: list[Any], assets_def: dg.AssetsDefinition) -> list[Any]:
-    """Each output once (its latest event), in the asset graph's topological order, each
-    asset's checks right after it; anything else after them, in arrival order.
+    """Outputs in the asset graph's topological order, each asset's checks right after
+    it, anything else (runtime materializations of unknown nodes) last.
 
-    dbt finishes nodes in any order its threads allow, and with several commands a node
-    (a seed in ``seed,build``) is reported twice; Dagster wants each output once and
-    upstream first.
+    dbt finishes nodes in any order its threads allow; Dagster wants upstream first.
     """
-    outputs: dict[str, Any] = {}
-    checks: dict[tuple[dg.AssetKey, str], Any] = {}
-    others: list[Any] = []
-    for event in events:
-        if isinstance(event, dg.Output):
-            outputs.pop(event.output_name, None)
-            outputs[event.output_name] = event
-        elif isinstance(event, dg.AssetCheckResult) and event.asset_key is not None:
-            checks[(event.asset_key, event.check_name or "")] = event
-        else:
-            others.append(event)
+    outputs = {event.output_name: event for event in events if isinstance(event, dg.Output)}
+    checks = [event for event in events if isinstance(event, dg.AssetCheckResult)]
+    others = [event for event in events if not isinstance(event, (dg.Output, dg.AssetCheckResult))]
     keys = assets_def.keys_by_output_name
     own = set(keys.values())
     sorter = graphlib.TopologicalSorter(
@@ -170,22 +141,72 @@ def _in_dependency_order(events: list[Any], assets_def: dg.AssetsDefinition) -> 
     )
     rank = {key: i for i, key in enumerate(sorter.static_order())}
     ordered: list[Any] = []
-    for name in sorted(outputs, key=lambda n: rank.get(keys.get(n, dg.AssetKey(n)), len(rank))):
+    for name in sorted(outputs, key=lambda n: rank.get(keys[n], len(rank))):
         ordered.append(outputs[name])
-        key = keys.get(name)
-        ordered += [check for (asset, _), check in sorted(checks.items(), key=lambda kv: kv[0][1]) if asset == key]
-    reported = {keys.get(name) for name in outputs}
-    ordered += [check for (asset, _), check in checks.items() if asset not in reported]
-    return ordered + others
+        ordered += sorted((ch for ch in checks if ch.asset_key == keys[name]), key=lambda ch: ch.check_name or "")
+    reported = {keys[name] for name in outputs}
+    return ordered + [ch for ch in checks if ch.asset_key not in reported] + others
 
 
-def _with_row_counts(events: list[Any], counts: Mapping[str, int]) -> Iterator[Any]:
-    for event in events:
-        unique_id = _unique_id(event)
-        if isinstance(event, dg.Output) and unique_id in counts:
-            yield event.with_metadata({**event.metadata, "dagster/row_count": dg.MetadataValue.int(counts[unique_id])})
-        else:
-            yield event
+def _events(
+    result: ProdBuildResult, assets_def: dg.AssetsDefinition, translator: ProdDbtTranslator
+) -> tuple[list[Any], list[str]]:
+    """The build's events for the loaded asset graph, and the nodes it does not know."""
+    resources = all_resources(result.manifest)
+    statuses = result_statuses(result.run_results)
+    seconds = execution_times(result.run_results)
+    output_of = {key: name for name, key in assets_def.keys_by_output_name.items()}
+    known_checks = set(assets_def.check_keys)
+    events: list[Any] = []
+    unknown: list[str] = []
+    for unique_id in sorted(result.ran):
+        node = resources.get(unique_id) or {}
+        status = statuses.get(unique_id)
+        metadata: dict[str, Any] = {"unique_id": unique_id, "status": str(status), "execution_seconds": seconds.get(unique_id, 0.0)}
+        if node.get("resource_type") in TEST_TYPES:
+            parent = resources.get(str(node.get("attached_node") or "")) or {}
+            if not parent or node.get("resource_type") != "test":
+                continue  # singular tests and unit tests are not asset checks
+            check = dg.AssetCheckKey(translator.get_asset_key(parent), str(node.get("name")))
+            if check not in known_checks:
+                unknown.append(unique_id)
+                continue
+            events.append(dg.AssetCheckResult(
+                asset_key=check.asset_key, check_name=check.name, passed=status == NodeStatus.PASS,
+                severity=dg.AssetCheckSeverity.WARN if status == NodeStatus.WARN else dg.AssetCheckSeverity.ERROR,
+                metadata=metadata,
+            ))
+            continue
+        if relation_address(node) is None or status != NodeStatus.SUCCESS:
+            continue
+        if unique_id in result.row_counts:
+            metadata["dagster/row_count"] = dg.MetadataValue.int(result.row_counts[unique_id])
+        key = translator.get_asset_key(node)
+        if key in output_of:
+            events.append(dg.Output(None, output_name=output_of[key], metadata={**metadata, "rebuilt": True}))
+        else:  # merged after this code location loaded: built and published all the same
+            unknown.append(unique_id)
+            events.append(dg.AssetMaterialization(asset_key=key, metadata={**metadata, "rebuilt": True, "not_in_loaded_asset_graph": True}))
+    # `mode: changed` keeps unchanged relations as they are: they are production's state
+    # for this commit too, so they are reported (rebuilt: false), and prod_manifest, which
+    # depends on every dbt asset, is not skipped for want of their outputs.
+    for unique_id in result.not_rebuilt:
+        node = resources.get(unique_id) or {}
+        if relation_address(node) is None or statuses.get(unique_id) != NodeStatus.SUCCESS:
+            continue
+        key = translator.get_asset_key(node)
+        if key in output_of:
+            events.append(dg.Output(None, output_name=output_of[key], metadata={
+                "unique_id": unique_id, "rebuilt": False, "kept_from_version": result.kept_from or "",
+            }))
+    return _in_dependency_order(events, assets_def), unknown
+
+
+def _latest(instance: dg.DagsterInstance) -> Any:
+    try:
+        return latest_published_manifest(instance)
+    except NoManifestPublishedError:
+        return None
 
 
 def build_prod_dbt_assets(manifest_path: Path) -> dg.AssetsDefinition:
@@ -194,95 +215,70 @@ def build_prod_dbt_assets(manifest_path: Path) -> dg.AssetsDefinition:
     # Loaded here rather than passed as a path: dagster-dbt caches manifests by path, and a
     # reparsed project must not be served the manifest of the previous load.
     manifest = json.loads(Path(manifest_path).read_text(encoding="utf-8"))
-    loaded_at = Path(manifest_path).stat().st_mtime
+    translator = ProdDbtTranslator(manifest)
 
-    @dbt_assets(
-        manifest=manifest,
-        name=c.PROD_DBT_OP,
-        dagster_dbt_translator=ProdDbtTranslator(manifest),
-        pool=c.WAREHOUSE_POOL,
-    )
-    def prod_dbt_models(context: dg.AssetExecutionContext, config: ProdBuildConfig, settings: DeferOrchSettings):
-        """The production dbt commands into schema ``prod``; fails the step (so no manifest
-        is published) when the publication policy says the build is not good enough."""
+    @dbt_assets(manifest=manifest, name=c.PROD_DBT_OP, dagster_dbt_translator=translator, pool=c.WAREHOUSE_POOL)
+    def prod_dbt_models(
+        context: dg.AssetExecutionContext,
+        config: ProdBuildConfig,
+        settings: DeferOrchSettings,
+        branch_settings: BranchCiSettings,
+    ):
+        """Build a commit of main into production; fails the step (so no manifest is
+        published) when the publication policy says the build is not good enough."""
         try:
             core = settings.core()
-            run_vars = merge_vars(core.dbt_vars, parse_vars(config.vars, what="the launch option `vars`"))
-            paths = prod_dbt_paths(core, prod_build_target_path(core, context.run.run_id), vars=run_vars)
+            request = ProdBuildRequest(
+                sha=config.sha, mode=config.mode,
+                vars=merge_vars(core.dbt_vars, parse_vars(config.vars, what="the launch option `vars`")),
+            )
+            latest = _latest(context.instance) if config.mode is ProdMode.changed else None
+            result = run_prod_build(
+                core, branch_settings.repo_settings_or_none(settings), request,
+                run_id=context.run.run_id, latest=latest, log=context.log,
+            )
         except DeferOrchestrationError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
-        if newest_source_mtime(core.project_dir) > loaded_at:
-            raise dg.Failure(
-                description=(
-                    f"the dbt project at {core.project_dir} changed after this code "
-                    "location loaded, so its assets no longer match the project. Reload the code "
-                    "location (Deployment → Reload in the UI, or restart `make dev`) and relaunch."
-                )
-            )
-        dbt = DbtCliResource(
-            project_dir=str(core.project_dir),
-            profiles_dir=str(paths.profiles_dir),
-            target=c.PROD_TARGET,
-            dbt_executable=str(dbt_executable_for(paths)),
-        )
-        events: list[Any] = []
-        documents: list[Mapping[str, Any]] = []
-        built_manifest: Mapping[str, Any] = manifest
-        for i, command in enumerate(core.prod_commands):
-            context.log.info(f"production step {i + 1}/{len(core.prod_commands)}: dbt {command}")
-            invocation = dbt.cli(
-                prod_command_args(command, paths), context=context,
-                target_path=paths.target_path / f"{i + 1}-{command}", raise_on_error=False,
-            )
-            # Buffered: the dbt process holds the DuckDB file until it exits.
-            events += list(invocation.stream())
-            documents.append(invocation.get_artifact("run_results.json"))
-            built_manifest = invocation.get_artifact("manifest.json")
-            blocking, _ = publication_blockers(
-                documents[-1], built_manifest, models_built_suffices=core.publish_on is PublishOn.MODELS_BUILT
-            )
-            if blocking:
-                break  # a later command would only fail (or skip) the same nodes again
-        run_results = merge_run_results(documents)
-        _write_published_artifacts(paths.target_path, built_manifest, run_results)
-        statuses = result_statuses(run_results)
-        built = {uid for uid, status in statuses.items() if status == NodeStatus.SUCCESS}
-        try:
-            counts = _row_counts(core, built_manifest, built)
-        except WarehouseError as exc:
-            context.log.warning(f"row counts skipped: {exc}")
-            counts = {}
-        yield from _with_row_counts(_in_dependency_order(events, context.assets_def), counts)
-        blocking, failing_tests = publication_blockers(
-            run_results, built_manifest, models_built_suffices=core.publish_on is PublishOn.MODELS_BUILT
-        )
-        if blocking:
-            raise dg.Failure(description=_failure_message(core.publish_on, blocking, statuses, failing_tests),
-                             metadata={"failed_nodes": dg.MetadataValue.json(blocking)})
-        if failing_tests:
+        events, unknown = _events(result, context.assets_def, translator)
+        yield from events
+        summary = {
+            "sha": result.sha or "(built in place: not a git repository)",
+            "mode": result.mode.value,
+            "nodes_run": len(result.ran),
+            "nodes_not_rebuilt": len(result.not_rebuilt),
+            "prod_seconds_saved": result.seconds_saved,
+            "nodes_not_in_loaded_asset_graph": unknown,
+        }
+        context.log.info(f"production build: {json.dumps(summary)}")
+        if unknown:
             context.log.warning(
-                f"{len(failing_tests)} tests failed ({', '.join(failing_tests[:10])}); publishing anyway "
-                "(DEFER_ORCH_PUBLISH_ON=models_built): branch runs deferring to this version will say so."
+                f"{len(unknown)} nodes of commit {str(result.sha)[:12]} are not in the loaded asset graph "
+                f"({', '.join(unknown[:10])}): built and published all the same; they appear as assets "
+                "after the next code-location load."
+            )
+        if result.blocking:
+            raise dg.Failure(
+                description=_failure_message(core.publish_on, result),
+                metadata={"failed_nodes": dg.MetadataValue.json(result.blocking), "build": dg.MetadataValue.json(summary)},
+            )
+        if result.failing_tests:
+            context.log.warning(
+                f"{len(result.failing_tests)} tests failed ({', '.join(result.failing_tests[:10])}); publishing "
+                "anyway (DEFER_ORCH_PUBLISH_ON=models_built): branch runs deferring to this version will say so."
             )
 
     return prod_dbt_models
 
 
-def _write_published_artifacts(target: Path, manifest: Mapping[str, Any], run_results: Mapping[str, Any]) -> None:
-    """The build's manifest and its merged run results where ``prod_manifest`` reads them."""
-    target.mkdir(parents=True, exist_ok=True)
-    (target / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
-    (target / "run_results.json").write_text(json.dumps(run_results), encoding="utf-8")
-
-
-def _failure_message(
-    publish_on: PublishOn, blocking: list[str], statuses: Mapping[str, Any], failing_tests: list[str]
-) -> str:
+def _failure_message(publish_on: PublishOn, result: ProdBuildResult) -> str:
+    statuses = result_statuses(result.run_results)
+    blocking, failing_tests = result.blocking, result.failing_tests
     skipped = [uid for uid in blocking if statuses.get(uid) == NodeStatus.SKIPPED]
+    where = f"commit {result.sha[:12]}" if result.sha else "the project"
     text = (
-        f"the production dbt build failed ({len(blocking)} blocking nodes: {', '.join(blocking[:10])}). "
+        f"the production dbt build of {where} failed ({len(blocking)} blocking nodes: {', '.join(blocking[:10])}). "
         "No manifest is published for this run; the previous prod_manifest version stays the "
-        "deferral state. Fix the project and rerun prod_build_job."
+        "deferral state. Fix the project on main and rerun prod_build_job."
     )
     if publish_on is PublishOn.MODELS_BUILT and skipped and failing_tests:
         text += (

@@ -9,25 +9,32 @@ skips it whenever the build failed: a failed build never becomes the deferral st
 
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
 from defer_orchestration import constants as c
 from defer_orchestration.dbt import artifacts as dbt_artifacts
-from defer_orchestration.dbt.project import prod_build_target_path
+from defer_orchestration.production.build import prod_build_target_path, read_build_record
 from defer_orchestration.lib import git
 from defer_orchestration.lib.manifest_store import StoredVersion
 from defer_orchestration.resources import DeferOrchSettings
 
 
 def manifest_metadata(
-    stored: StoredVersion, *, project_dir: Path, run_id: str
+    stored: StoredVersion, *, project_dir: Path, run_id: str, build: Mapping[str, Any] | None = None
 ) -> dict[str, dg.MetadataValue]:
-    """Everything a branch build (or a person) needs to trust a published version."""
+    """Everything a branch build (or a person) needs to trust a published version.
+
+    ``build`` is what the production build recorded: the exact commit of main it built
+    (then never "dirty"); without it, the project directory's own commit and dirty flag.
+    """
     manifest = dbt_artifacts.load_json(stored.path / "manifest.json", what="manifest")
     run_results = dbt_artifacts.load_json(stored.path / "run_results.json", what="run_results")
-    commit = git.commit_info(project_dir)
+    built = dict(build or {})
+    commit = git.CommitInfo(sha=built["sha"], dirty=False, repo_root=None) if built.get("sha") else git.commit_info(project_dir)
     statuses = dbt_artifacts.status_summary(run_results)
     counts = dbt_artifacts.node_counts(manifest)
     not_ok = {
@@ -53,6 +60,9 @@ def manifest_metadata(
         # Non-empty only when DEFER_ORCH_PUBLISH_ON=models_built let a build with failing
         # tests publish; every branch run deferring to this version warns about them.
         "failing_tests": dg.MetadataValue.json(failing_tests),
+        "build_mode": dg.MetadataValue.text(str(built.get("mode") or "full")),
+        "nodes_not_rebuilt": dg.MetadataValue.int(int(built.get("not_rebuilt") or 0)),
+        "prod_seconds_saved": dg.MetadataValue.float(float(built.get("seconds_saved") or 0.0)),
         "status_table": dg.MetadataValue.md(f"| status | nodes |\n|---|---|\n{status_rows}"),
         **{f"nodes/{kind}": dg.MetadataValue.int(n) for kind, n in counts.items()},
     }
@@ -87,7 +97,8 @@ def build_prod_manifest_asset(dbt_assets_def: dg.AssetsDefinition) -> dg.AssetsD
         context.log.info(f"published production artifacts version {stored.version} at {stored.path}")
         return dg.MaterializeResult(
             metadata=manifest_metadata(
-                stored, project_dir=core.project_dir, run_id=context.run.run_id
+                stored, project_dir=core.project_dir, run_id=context.run.run_id,
+                build=read_build_record(source),
             )
         )
 

@@ -1,0 +1,42 @@
+"""The manifest the code location loads: a parse of main's head.
+
+Production builds commits of main, so the asset graph is parsed from main's head too
+(not from whatever lies in the project directory): every code-location load catches up
+with the latest merge. The parse is cached by commit and vars (``state_cache/``, shared
+with the merge-base parses of branch builds), so a reload with no new merge runs no dbt.
+A project outside any git repository is parsed in place.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from defer_orchestration.branch.checkout import mirror_dir
+from defer_orchestration.branch.comparison import parse_commit_manifest
+from defer_orchestration.dbt.project import prepare_manifest
+from defer_orchestration.lib import git
+from defer_orchestration.lib.errors import ConfigurationError, GitError
+from defer_orchestration.lib.settings import RepoSettings, Settings
+
+
+def main_head(settings: Settings, repo: RepoSettings) -> str:
+    """main's head in our mirror of the watched repository (fetched now)."""
+    mirror = git.ensure_mirror(repo.repo, mirror_dir(settings, repo.repo))
+    try:
+        return git.resolve_commit(mirror, f"refs/heads/{repo.main_branch}")
+    except GitError as exc:
+        raise ConfigurationError(
+            f"the watched repository {repo.repo} has no branch {repo.main_branch!r} to build "
+            f"production from ({exc}). Set DEFER_ORCH_MAIN_BRANCH to its main branch."
+        ) from exc
+
+
+def prepare_head_manifest(settings: Settings, repo: RepoSettings | None) -> Path:
+    """A manifest.json of main's head parsed for the prod target (the project directory
+    in place when ``repo`` is None)."""
+    if repo is None:
+        return prepare_manifest(settings)
+    mirror = mirror_dir(settings, repo.repo)
+    head = main_head(settings, repo)
+    state, _ = parse_commit_manifest(settings, repo, mirror, head, vars=settings.dbt_vars)
+    return state / "manifest.json"
