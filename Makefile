@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast dev bench clean
+.PHONY: install demo test test-fast dev dev-pg bench clean
 
 install: $(STAMP)
 
@@ -23,6 +23,7 @@ demo: install
 ## setup.cfg), then unit, Dagster-level and end-to-end tests on two workers (a module stays on one).
 test: install
 	bash tests/e2e/ensure_chromium.sh
+	bash tests/ensure_postgres.sh
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
@@ -34,6 +35,20 @@ test-fast: install
 ## duckdb_warehouse pool to 1.
 dev: install
 	DAGSTER_HOME=$(CURDIR)/.dagster_home $(BIN)/dagster dev -w workspace.yaml
+
+## The same on PostgreSQL (deploy/postgres/README.md): a throwaway server in PG_DIR holds
+## Dagster's storage (database `dagster`) and the warehouse (database `warehouse`); it
+## stops, and its data goes, when dagster dev stops. As root, PG_DIR must be reachable by
+## the `postgres` OS user (e.g. make dev-pg PG_DIR=/tmp/defer_orch_pg).
+PG_DIR  ?= .defer_orchestration/pg
+PG_HOME := .defer_orchestration/dagster_home_pg
+dev-pg: install
+	bash tests/ensure_postgres.sh
+	mkdir -p $(PG_HOME)
+	cp deploy/postgres/dagster.yaml $(PG_HOME)/dagster.yaml
+	DAGSTER_HOME=$(CURDIR)/$(PG_HOME) DEFER_ORCH_WAREHOUSE=postgres \
+	$(BIN)/python tests/postgres_server.py --dir $(PG_DIR) --dagster-db dagster -- sh -c \
+	'$(BIN)/dagster instance concurrency set branch_builds 4 && exec $(BIN)/dagster dev -w workspace.yaml'
 
 clean:
 	rm -rf .defer_orchestration .pytest_cache

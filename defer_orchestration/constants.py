@@ -21,8 +21,14 @@ BRANCH_TEARDOWN_OP = "branch_teardown"
 RAW_TABLES_OP = "raw_tables"
 PROD_DBT_OP = "prod_dbt_models"
 
-# The Dagster concurrency pool every warehouse-opening step holds (limit 1 in dagster.yaml).
+# The Dagster concurrency pool every warehouse-opening step holds when the warehouse
+# serialises writers (DuckDB: limit 1 in dagster.yaml), and the pools of a warehouse that
+# takes many writers (PostgreSQL): branch builds and teardowns share `branch_builds` (4
+# slots: `dagster instance concurrency set branch_builds 4`, as `make dev-pg` does; a
+# dagster.yaml sets only the default limit), production builds hold `production` (1).
 WAREHOUSE_POOL = "duckdb_warehouse"
+BRANCH_POOL = "branch_builds"
+PRODUCTION_POOL = "production"
 
 # dbt targets the orchestration writes into its generated profiles.yml.
 PROD_TARGET = "prod"
@@ -48,6 +54,7 @@ ENV_BRANCH_EXCLUDE = "DEFER_ORCH_BRANCH_EXCLUDE"
 ENV_SCHEMA_TTL_DAYS = "DEFER_ORCH_SCHEMA_TTL_DAYS"
 ENV_WAREHOUSE = "DEFER_ORCH_WAREHOUSE"
 ENV_DBT_VARS = "DEFER_ORCH_DBT_VARS"
+ENV_PG_DSN = "DEFER_ORCH_PG_DSN"
 ENV_PROD_COMMANDS = "DEFER_ORCH_PROD_COMMANDS"
 ENV_PUBLISH_ON = "DEFER_ORCH_PUBLISH_ON"
 ENV_SENSOR_INTERVAL_S = "DEFER_ORCH_SENSOR_INTERVAL_S"

@@ -14,14 +14,15 @@ import dagster as dg
 
 from defer_orchestration.defs.assets.prod_dbt import build_prod_dbt_assets
 from defer_orchestration.defs.assets.prod_manifest import build_prod_manifest_asset
-from defer_orchestration.defs.jobs import branch_ci_job, branch_teardown_job, prod_build_job
+from defer_orchestration import constants as c
+from defer_orchestration.defs.jobs import build_branch_ci_job, build_branch_teardown_job, prod_build_job
 from defer_orchestration.defs.schedules import build_branch_schema_ttl_schedule, build_prod_build_schedule
 from defer_orchestration.defs.sensors import (
     build_branch_ci_sensor,
     build_branch_teardown_sensor,
     build_main_branch_sensor,
 )
-from defer_orchestration.demo.assets import raw_tables
+from defer_orchestration.demo.assets import build_raw_tables
 from defer_orchestration.production.head import prepare_head_manifest
 from defer_orchestration.resources import (
     BranchCiSettings,
@@ -47,12 +48,18 @@ def build_definitions(
     load = load or load_settings_from_env()
     # The asset graph is main's head, as production builds it (a project outside git: in place).
     manifest = prepare_head_manifest(load_time.core(), load_branch.repo_settings_or_none(load_time))
-    prod_dbt = build_prod_dbt_assets(manifest)
+    warehouse = load_time.core().warehouse
+    # DuckDB takes one writer: every warehouse step shares its single-slot pool. A warehouse
+    # with many writers (PostgreSQL) runs branch builds side by side, production apart.
+    serial = warehouse.serialise_writers
+    branch_pool = c.WAREHOUSE_POOL if serial else c.BRANCH_POOL
+    production_pool = c.WAREHOUSE_POOL if serial else c.PRODUCTION_POOL
+    prod_dbt = build_prod_dbt_assets(manifest, pool=production_pool)
     # The synthetic sources are the bundled demo project's; never written into a user's warehouse.
-    demo_assets = [raw_tables] if load_time.is_bundled_project() else []
+    demo_assets = [build_raw_tables(production_pool, warehouse.kind)] if load_time.is_bundled_project() else []
     return dg.Definitions(
         assets=[*demo_assets, prod_dbt, build_prod_manifest_asset(prod_dbt)],
-        jobs=[prod_build_job, branch_ci_job, branch_teardown_job],
+        jobs=[prod_build_job, build_branch_ci_job(branch_pool), build_branch_teardown_job(branch_pool)],
         schedules=[build_prod_build_schedule(load.prod_cron), build_branch_schema_ttl_schedule()],
         sensors=[
             build_branch_ci_sensor(load.sensor_interval_s),

@@ -19,7 +19,10 @@ definitions themselves need (sensor interval, schedule).
 | DEFER_ORCH_BRANCH_INCLUDE     | empty: every branch but main (comma-sep. globs) |
 | DEFER_ORCH_BRANCH_EXCLUDE     | empty (comma-separated globs)                   |
 | DEFER_ORCH_SCHEMA_TTL_DAYS    | 14                                              |
-| DEFER_ORCH_WAREHOUSE          | ``duckdb`` (the only kind so far)               |
+| DEFER_ORCH_WAREHOUSE          | ``duckdb`` (or ``postgres``)                    |
+| PGHOST, PGPORT, PGUSER,       | libpq's: the PostgreSQL warehouse (postgres     |
+| PGPASSWORD, PGDATABASE        | only; the password is never logged)             |
+| DEFER_ORCH_PG_DSN             | empty: a DSN filling what the PG* leave empty   |
 | DEFER_ORCH_DBT_VARS           | empty: dbt vars of every invocation (YAML/JSON) |
 | DEFER_ORCH_PROD_COMMANDS      | ``build``: production's dbt commands, in order  |
 | DEFER_ORCH_PUBLISH_ON         | ``success`` (or ``models_built``)               |
@@ -80,6 +83,12 @@ class DeferOrchSettings(dg.ConfigurableResource):
         default="duckdb",
         description="DEFER_ORCH_WAREHOUSE: the warehouse holding production and branch schemas.",
     )
+    pg_host: str = Field(default="", description="PGHOST: PostgreSQL warehouse host (postgres only).")
+    pg_port: str = Field(default="", description="PGPORT: PostgreSQL warehouse port (default 5432).")
+    pg_user: str = Field(default="", description="PGUSER: the production login of the PostgreSQL warehouse.")
+    pg_password: str = Field(default="", description="PGPASSWORD: its password (never logged).")
+    pg_database: str = Field(default="", description="PGDATABASE: the warehouse database.")
+    pg_dsn: str = Field(default="", description="DEFER_ORCH_PG_DSN: a DSN for what the PG* variables leave empty.")
     dbt_vars: str = Field(
         default="",
         description="DEFER_ORCH_DBT_VARS: dbt vars (a YAML or JSON mapping) for every dbt "
@@ -120,8 +129,13 @@ class DeferOrchSettings(dg.ConfigurableResource):
 
     def warehouse(self) -> Warehouse:
         """The warehouse holding production and branch schemas."""
+        postgres = {
+            "host": self.pg_host, "port": self.pg_port, "user": self.pg_user,
+            "password": self.pg_password, "dbname": self.pg_database, "dsn": self.pg_dsn,
+        }
         return open_warehouse(
-            self.warehouse_kind, home=self.home_path(), lock_timeout_s=self.warehouse_lock_timeout_s
+            self.warehouse_kind.strip() or "duckdb", home=self.home_path(),
+            lock_timeout_s=self.warehouse_lock_timeout_s, postgres=postgres,
         )
 
     def core(self) -> Settings:
@@ -220,6 +234,12 @@ def _env_fields() -> dict[str, tuple[str, Any]]:
         "dbt_project_dir": (c.ENV_DBT_PROJECT_DIR, str(BUNDLED_DBT_PROJECT_DIR)),
         "raw_scale": (c.ENV_RAW_SCALE, 1),
         "warehouse_kind": (c.ENV_WAREHOUSE, "duckdb"),
+        "pg_host": ("PGHOST", ""),
+        "pg_port": ("PGPORT", ""),
+        "pg_user": ("PGUSER", ""),
+        "pg_password": ("PGPASSWORD", ""),
+        "pg_database": ("PGDATABASE", ""),
+        "pg_dsn": (c.ENV_PG_DSN, ""),
         "dbt_vars": (c.ENV_DBT_VARS, ""),
         "prod_commands": (c.ENV_PROD_COMMANDS, "build"),
         "publish_on": (c.ENV_PUBLISH_ON, "success"),

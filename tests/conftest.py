@@ -13,6 +13,7 @@ import dagster as dg
 import pytest
 
 from helpers import fast_dir, git, repo_with_bundled_project
+from postgres_fixtures import pg_database, pg_server  # noqa: F401  (fixtures for every test module)
 
 from defer_orchestration import constants as c
 from defer_orchestration.definitions import build_definitions
@@ -22,7 +23,7 @@ from defer_orchestration.resources import DeferOrchSettings
 os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
 
 # Session fixtures that run dbt: a test using one must carry the `dbt` marker.
-_DBT_FIXTURES = frozenset({"prod_env", "stack"})
+_DBT_FIXTURES = frozenset({"prod_env", "postgres_prod_env", "stack"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -67,12 +68,30 @@ class ProdEnv:
     repo_head: str
 
 
+WAREHOUSES = ("duckdb", "postgres")
+
+
+def warehouse_settings(request: pytest.FixtureRequest, kind: str, database: str) -> dict[str, str]:
+    """DeferOrchSettings fields for a warehouse of ``kind``: nothing for DuckDB (a file in
+    the home), a fresh database ``database`` on the session's PostgreSQL server."""
+    if kind == "duckdb":
+        return {}
+    server = request.getfixturevalue("pg_server")
+    dbname = database if database == server.dbname else server.create_database(database)
+    return {
+        "warehouse_kind": "postgres", "pg_host": server.host, "pg_port": str(server.port),
+        "pg_user": server.user, "pg_password": server.password, "pg_database": dbname,
+    }
+
+
 @contextmanager
-def built_prod_env(root: Path) -> Iterator[ProdEnv]:
+def built_prod_env(root: Path, warehouse: dict[str, str] | None = None) -> Iterator[ProdEnv]:
     """A git repo holding the bundled project, production built from its main, an instance."""
     repo = repo_with_bundled_project(root / "repo")
     with fast_dir("prod_env") as fast:
-        settings = DeferOrchSettings(home=str(fast / "home"), dbt_project_dir=str(repo / "dbt_project"))
+        settings = DeferOrchSettings(
+            home=str(fast / "home"), dbt_project_dir=str(repo / "dbt_project"), **(warehouse or {})
+        )
         (fast / "dagster_home").mkdir()
         with dg.instance_for_test(temp_dir=str(fast / "dagster_home")) as instance:
             defs = build_definitions(settings)
@@ -90,4 +109,12 @@ def prod_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProdEnv]:
     to move production use their own ``built_prod_env``.
     """
     with built_prod_env(tmp_path_factory.mktemp("prod_env")) as env:
+        yield env
+
+
+@pytest.fixture(scope="session")
+def postgres_prod_env(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[ProdEnv]:
+    """:func:`prod_env` on a PostgreSQL warehouse (database ``warehouse`` of the session's server)."""
+    warehouse = warehouse_settings(request, "postgres", "warehouse")
+    with built_prod_env(tmp_path_factory.mktemp("prod_env_pg"), warehouse) as env:
         yield env

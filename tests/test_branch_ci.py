@@ -9,6 +9,7 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
+from conftest import WAREHOUSES
 from helpers import branch_run_results, delete_branch, push_branch, run_branch, step_metadata
 
 from defer_orchestration import constants as c
@@ -17,6 +18,12 @@ from defer_orchestration.lib.schema_names import branch_schema_name, quote_ident
 from defer_orchestration.defs.sensors import build_branch_teardown_sensor
 
 pytestmark = pytest.mark.dbt  # runs dbt (see tests/conftest.py)
+
+
+@pytest.fixture(scope="module", params=WAREHOUSES)
+def prod_env(request: pytest.FixtureRequest):
+    """Every test of this module on each warehouse: DuckDB and PostgreSQL."""
+    return request.getfixturevalue("prod_env" if request.param == "duckdb" else "postgres_prod_env")
 
 INT_MODEL = "dbt_project/models/intermediate/int_customers__order_history.sql"
 INT_DESCENDANTS = {"int_customers__order_history", "customers", "country_revenue", "monthly_cohorts"}
@@ -41,12 +48,16 @@ def _branch_run_results(prod_env, result) -> dict:
 
 
 def _prod_fingerprint(prod_env) -> dict[str, tuple]:
+    # Row count and an order-independent digest of every row, in each warehouse's SQL.
+    digest = {
+        "duckdb": "coalesce(sum(hash(t::varchar)::hugeint), 0)",
+        "postgres": "coalesce(md5(string_agg(t::text, ',' order by t::text)), '')",
+    }[prod_env.settings.warehouse().kind]
     with prod_env.settings.warehouse().connect(read_only=True) as conn:
         return {
             name: tuple(
                 conn.execute(
-                    f"select count(*), coalesce(sum(hash(t::varchar)::hugeint), 0) "
-                    f"from {quote_identifier('prod')}.{quote_identifier(name)} t"
+                    f"select count(*), {digest} from {quote_identifier('prod')}.{quote_identifier(name)} t"
                 ).fetchall()[0]
             )
             for name in conn.list_relations("prod")
@@ -264,11 +275,12 @@ def test_branch_run_reports_its_impact_on_the_data(prod_env, tmp_path) -> None:
     branch = "feature/vip-customers"
     model = "dbt_project/models/marts/customers.sql"
     text = (prod_env.repo / model).read_text()
+    # Portable SQL (DuckDB and PostgreSQL): +1 on customers 1..10, one new column.
     changed = text.replace(
-        "select * from final",
-        "select * replace (case when customer_id <= 10 then lifetime_spend + 1 "
-        "else lifetime_spend end as lifetime_spend), true as is_vip from final",
-    )
+        "coalesce(order_history.lifetime_spend, 0) as lifetime_spend,",
+        "coalesce(order_history.lifetime_spend, 0)\n"
+        "            + case when customers.customer_id <= 10 then 1 else 0 end as lifetime_spend,",
+    ).replace("select * from final", "select *, true as is_vip from final")
     assert changed != text
     push_branch(prod_env.repo, branch, {model: changed}, tmp_path)
     result = _run_branch(prod_env, branch)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import dagster as dg
 import pytest
 
-from conftest import ProdEnv, built_prod_env
+from conftest import WAREHOUSES, ProdEnv, built_prod_env, warehouse_settings
 from helpers import branch_run_results, commit_all, git, push_branch, run_branch, step_metadata
 
 from defer_orchestration import constants as c
@@ -33,12 +33,12 @@ Y = "dbt_project/models/intermediate/int_customers__order_history.sql"  # change
 Y_FAMILY = {"int_customers__order_history", "customers", "country_revenue", "monthly_cohorts"}
 
 
-@pytest.fixture(scope="module")
-def moved(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ProdEnv, str]]:
+@pytest.fixture(scope="module", params=WAREHOUSES)
+def moved(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[tuple[ProdEnv, str]]:
     """Production built at A; branch forks at A and changes Y; main then changes X at B
-    and production rebuilds at B. Yields the env and the branch name."""
+    and production rebuilds at B. Yields the env and the branch name. On each warehouse."""
     root = tmp_path_factory.mktemp("moved")
-    with built_prod_env(root) as env:
+    with built_prod_env(root, warehouse_settings(request, request.param, "moved")) as env:
         branch = "feature/behind-main"
         push_branch(env.repo, branch, {Y: (env.repo / Y).read_text() + "\n-- branch change\n"}, root)
         (env.repo / X).write_text((env.repo / X).read_text() + "\n-- main moved on\n")
@@ -84,7 +84,7 @@ def test_branch_behind_main_builds_only_its_own_change(moved, tmp_path) -> None:
         )
         naive = run_dbt(
             dbt_args.ls_args("state:modified+", "", StateArgs(latest.path, latest.path)),
-            DbtPaths(clone / "dbt_project", profiles, tmp_path / "t", tmp_path / "l"),
+            DbtPaths(clone / "dbt_project", profiles, tmp_path / "t", tmp_path / "l", env=core.warehouse.dbt_env()),
             target=c.BRANCH_TARGET,
         )
     finally:
@@ -164,15 +164,15 @@ def test_incremental_model_is_cloned_then_built_incrementally(moved, tmp_path) -
     push_branch(env.repo, branch, {model: (env.repo / model).read_text() + "\n-- tweak\n"}, tmp_path)
     with env.settings.warehouse().connect() as conn:
         # A row only production has (outside the reprocessed window) and a new raw event.
-        conn.execute(
-            "insert into prod.fct_order_events select * replace (-1 as event_id) "
-            "from prod.fct_order_events order by event_at limit 1"
-        )
+        # Portable SQL (DuckDB and PostgreSQL).
+        conn.execute("create temp table oldest as select * from prod.fct_order_events order by event_at limit 1")
+        conn.execute("update oldest set event_id = -1")
+        conn.execute("insert into prod.fct_order_events select * from oldest")
         conn.execute(
             "create temp table newest as select * from raw.order_events order by occurred_at desc limit 1"
         )
         new_id = conn.execute("select max(id) + 1000000 from raw.order_events").fetchall()[0][0]
-        conn.execute(f"update newest set id = {new_id}, occurred_at = occurred_at + interval 1 hour")
+        conn.execute(f"update newest set id = {new_id}, occurred_at = occurred_at + interval '1 hour'")
         conn.execute("insert into raw.order_events select * from newest")
         prod_rows = conn.row_count("prod", "fct_order_events")
     try:

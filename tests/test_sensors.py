@@ -11,7 +11,7 @@ import pytest
 from helpers import commit_all, delete_branch, git, init_repo
 
 from defer_orchestration import constants as c
-from defer_orchestration.defs.jobs import branch_ci_job
+from defer_orchestration.defs.jobs import build_branch_ci_job
 from defer_orchestration.resources import BranchCiSettings, DeferOrchSettings
 from defer_orchestration.defs.sensors import build_branch_ci_sensor, build_branch_teardown_sensor
 
@@ -70,7 +70,7 @@ def test_branch_ci_sensor_ticks(repo: Path, resources, tmp_path: Path) -> None:
 
         # A new commit gives a new run and cancels the branch's older, still queued run.
         old_run = instance.create_run_for_job(
-            branch_ci_job,
+            build_branch_ci_job(),
             run_config=request.run_config,
             tags=request.tags,
             status=dg.DagsterRunStatus.NOT_STARTED,

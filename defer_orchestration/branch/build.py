@@ -103,8 +103,10 @@ def run_branch_build(
     schema = guard_branch_schema(branch_schema_name(request.branch))
     run_dir = branch_run_dir(settings, run_id)
     commands: list[DbtRun] = []
-    # One dbt process for parse, preview and build; it imports dbt while git works.
-    with DbtSession(run_dir / "logs") as dbt:
+    # One dbt process for parse, preview and build; it imports dbt while git works. The
+    # schema lock keeps a run and a teardown of the same branch apart where writers run in
+    # parallel (PostgreSQL); DuckDB's single pool slot does that already.
+    with settings.warehouse.schema_lock(schema), DbtSession(run_dir / "logs", env=settings.warehouse.dbt_env()) as dbt:
         with phases.phase("git_mirror"):
             mirror = git.ensure_mirror(repo.repo, mirror_dir(settings, repo.repo))
             retry = load_retry(settings, request.retry_of_run_id) if request.retry_of_run_id else None

@@ -103,7 +103,9 @@ def branch_dbt_paths(
             "branch and push again."
         ) from exc
     packages = packages_dir_for(project_dir, settings.package_cache(), run_dir / "dbt_packages", vars=vars)
-    return DbtPaths(project_dir, profiles_dir, run_dir / "target", run_dir / "logs", packages, vars)
+    return DbtPaths(
+        project_dir, profiles_dir, run_dir / "target", run_dir / "logs", packages, vars, settings.warehouse.dbt_env()
+    )
 
 
 def remove_branch_worktrees(settings: Settings, repo: RepoSettings, schema: str) -> list[Path]:

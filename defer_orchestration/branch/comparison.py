@@ -173,7 +173,7 @@ def parse_commit_manifest(
             packages = packages_dir_for(project, settings.package_cache(), staging / "dbt_packages", vars=vars)
             run = run_dbt(
                 ["parse", "--quiet"],
-                DbtPaths(project, profiles, staging / "target", staging / "logs", packages, vars),
+                DbtPaths(project, profiles, staging / "target", staging / "logs", packages, vars, settings.warehouse.dbt_env()),
                 target=c.PROD_TARGET,
             )
         shutil.rmtree(cache, ignore_errors=True)

@@ -4,7 +4,7 @@ created are ever dropped, each through the schema guard."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +13,7 @@ from defer_orchestration.dbt import parse_cache
 from defer_orchestration.lib.errors import BranchNameError
 from defer_orchestration.lib.schema_names import branch_schema_name, guard_branch_schema, is_owned_schema
 from defer_orchestration.lib.settings import RepoSettings, Settings
+from defer_orchestration.warehouse.base import WarehouseConnection
 
 
 @dataclass
@@ -23,6 +24,27 @@ class TeardownReport:
     skipped: list[str] = field(default_factory=list)  # never created by branch CI
     removed_worktrees: list[Path] = field(default_factory=list)
     removed_parse_caches: list[str] = field(default_factory=list)
+
+
+def _drop_branch(
+    conn: WarehouseConnection,
+    owner: str,
+    branch: str,
+    registered: Mapping[str, tuple[str, float]],
+    report: TeardownReport,
+) -> None:
+    """Drop a branch's schema and the custom schemas it owns, as the registry lists them."""
+    schemas = [owner] + sorted(
+        schema for schema, (row_branch, _) in registered.items()
+        if row_branch == branch and schema != owner and is_owned_schema(schema, owner)
+    )
+    for schema in schemas:
+        if schema not in registered:
+            report.skipped.append(schema)
+            continue
+        if conn.drop_branch_schema(schema, owner=owner):
+            report.dropped.append(schema)
+        conn.forget_branch_schema(schema)
 
 
 def teardown(
@@ -46,17 +68,10 @@ def teardown(
                     except BranchNameError:
                         continue  # a registry row no branch name maps to: left for a person
         for owner, branch in sorted(owners.items()):
-            schemas = [owner] + sorted(
-                schema for schema, (row_branch, _) in registered.items()
-                if row_branch == branch and schema != owner and is_owned_schema(schema, owner)
-            )
-            for schema in schemas:
-                if schema not in registered:
-                    report.skipped.append(schema)
-                    continue
-                if conn.drop_branch_schema(schema, owner=owner):
-                    report.dropped.append(schema)
-                conn.forget_branch_schema(schema)
+            # A run of this branch and its teardown never overlap (PostgreSQL's parallel
+            # writers; DuckDB's single pool slot keeps them apart already).
+            with settings.warehouse.schema_lock(owner):
+                _drop_branch(conn, owner, branch, registered, report)
     for owner in sorted(owners):
         report.removed_worktrees += remove_branch_worktrees(settings, repo, owner)
         if parse_cache.drop(parse_cache.cache_dir(settings.home, owner)):

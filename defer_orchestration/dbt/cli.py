@@ -55,6 +55,7 @@ class DbtPaths:
     log_path: Path
     packages_dir: Path | None = None  # None: the project declares no packages
     vars: Mapping[str, Any] = field(default_factory=dict)  # dbt --vars
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)  # secrets the profile reads
 
     def with_(self, **changes: Any) -> DbtPaths:
         """A copy with some fields changed."""
@@ -116,7 +117,7 @@ _NO_TARGET_PATH = frozenset({"deps", "clean", "debug", "init"})
 def dbt_environment_for(paths: DbtPaths, env: Mapping[str, str] | None = None) -> dict[str, str]:
     """:func:`dbt_environment` plus the runner's packages directory of ``paths``."""
     extra = {ENV_PACKAGES_DIR: os.fspath(paths.packages_dir)} if paths.packages_dir else {}
-    return dbt_environment({**(env or {}), **extra})
+    return dbt_environment({**paths.env, **(env or {}), **extra})
 
 
 def build_command(args: Sequence[str], paths: DbtPaths, *, target: str | None) -> list[str]:

@@ -66,6 +66,7 @@ def prod_dbt_paths(settings: Settings, target_path: Path) -> DbtPaths:
             vars=settings.dbt_vars,
         ),
         vars=settings.dbt_vars,
+        env=settings.warehouse.dbt_env(),
     )
 
 

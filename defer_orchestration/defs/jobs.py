@@ -2,7 +2,8 @@
 
 Ops here only wire: typed launchpad config in (generated from the core's request),
 resources converted to plain settings, the procedure in ``branch/`` called, metadata
-out. Every op that opens the warehouse holds the warehouse pool.
+out. Every op that opens the warehouse holds a pool the warehouse chooses (DuckDB: the
+single-slot ``duckdb_warehouse``; PostgreSQL: ``branch_builds``, several at once).
 """
 
 # No `from __future__ import annotations` here: Dagster inspects the `context` and
@@ -106,7 +107,6 @@ def report_metadata(report: BranchBuildReport) -> dict[str, dg.MetadataValue]:
     return metadata
 
 
-@dg.op(name=c.BRANCH_BUILD_OP, pool=c.WAREHOUSE_POOL, out=dg.Out(dg.Nothing))
 def branch_build(
     context: dg.OpExecutionContext,
     config: BranchCiConfig,
@@ -147,13 +147,19 @@ def branch_build(
     yield dg.Output(None, metadata=metadata)
 
 
-@dg.job(
-    name=c.BRANCH_CI_JOB,
-    description="Slim CI for one branch commit: `dbt build --select state:modified+ --defer` into "
-    "the branch's own schema. Records a summary, never a production asset event.",
-)
-def branch_ci_job():
-    branch_build()
+def build_branch_ci_job(pool: str = c.WAREHOUSE_POOL) -> dg.JobDefinition:
+    """``branch_ci_job``, its step holding ``pool`` (the warehouse's choice)."""
+    op = dg.op(name=c.BRANCH_BUILD_OP, pool=pool, out=dg.Out(dg.Nothing))(branch_build)
+
+    @dg.job(
+        name=c.BRANCH_CI_JOB,
+        description="Slim CI for one branch commit: `dbt build --select state:modified+ --defer` into "
+        "the branch's own schema. Records a summary, never a production asset event.",
+    )
+    def branch_ci_job():
+        op()
+
+    return branch_ci_job
 
 
 class BranchTeardownConfig(dg.Config):
@@ -163,7 +169,6 @@ class BranchTeardownConfig(dg.Config):
     drop_idle: bool = False  # also drop registered schemas idle longer than the TTL
 
 
-@dg.op(name=c.BRANCH_TEARDOWN_OP, pool=c.WAREHOUSE_POOL)
 def branch_teardown(
     context: dg.OpExecutionContext,
     config: BranchTeardownConfig,
@@ -193,10 +198,16 @@ def branch_teardown(
     )
 
 
-@dg.job(
-    name=c.BRANCH_TEARDOWN_JOB,
-    description="Drop the schemas of deleted (or long idle) branches. Never touches anything "
-    "but schemas branch CI created.",
-)
-def branch_teardown_job():
-    branch_teardown()
+def build_branch_teardown_job(pool: str = c.WAREHOUSE_POOL) -> dg.JobDefinition:
+    """``branch_teardown_job``, its step holding ``pool``."""
+    op = dg.op(name=c.BRANCH_TEARDOWN_OP, pool=pool)(branch_teardown)
+
+    @dg.job(
+        name=c.BRANCH_TEARDOWN_JOB,
+        description="Drop the schemas of deleted (or long idle) branches. Never touches anything "
+        "but schemas branch CI created.",
+    )
+    def branch_teardown_job():
+        op()
+
+    return branch_teardown_job

@@ -9,6 +9,7 @@ import dagster as dg
 
 from defer_orchestration import constants as c
 from defer_orchestration.demo import synthetic_data
+from defer_orchestration.demo.load import load_raw_tables
 from defer_orchestration.resources import DeferOrchSettings
 
 
@@ -17,23 +18,10 @@ def raw_asset_key(table: str) -> dg.AssetKey:
     return dg.AssetKey([synthetic_data.RAW_SCHEMA, table])
 
 
-@dg.multi_asset(
-    specs=[
-        dg.AssetSpec(
-            raw_asset_key(table),
-            group_name=c.RAW_GROUP,
-            description=f"Deterministic synthetic source table raw.{table}.",
-            kinds={"duckdb"},
-        )
-        for table in synthetic_data.RAW_TABLES
-    ],
-    name=c.RAW_TABLES_OP,
-    pool=c.WAREHOUSE_POOL,
-)
-def raw_tables(context: dg.AssetExecutionContext, settings: DeferOrchSettings):
+def _raw_tables(context: dg.AssetExecutionContext, settings: DeferOrchSettings):
     """Write every synthetic source table (deterministic for a given ``raw_scale``)."""
     with settings.warehouse().connect() as conn:
-        counts = synthetic_data.write_raw_tables(conn, scale=settings.raw_scale)
+        counts = load_raw_tables(conn, scale=settings.raw_scale)
     context.log.info(f"wrote raw tables at scale {settings.raw_scale}: {counts}")
     for table in synthetic_data.RAW_TABLES:
         yield dg.MaterializeResult(
@@ -43,3 +31,20 @@ def raw_tables(context: dg.AssetExecutionContext, settings: DeferOrchSettings):
                 "raw_scale": dg.MetadataValue.int(settings.raw_scale),
             },
         )
+
+
+def build_raw_tables(pool: str = c.WAREHOUSE_POOL, kind: str = "duckdb") -> dg.AssetsDefinition:
+    """The ``raw_tables`` multi-asset, its step holding ``pool``."""
+    return dg.multi_asset(
+        specs=[
+            dg.AssetSpec(
+                raw_asset_key(table),
+                group_name=c.RAW_GROUP,
+                description=f"Deterministic synthetic source table raw.{table}.",
+                kinds={kind},
+            )
+            for table in synthetic_data.RAW_TABLES
+        ],
+        name=c.RAW_TABLES_OP,
+        pool=pool,
+    )(_raw_tables)

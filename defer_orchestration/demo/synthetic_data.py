@@ -278,7 +278,8 @@ def _statements(scale: int, schema: str) -> dict[str, str]:
 def write_raw_tables(conn: Any, *, scale: int = 1, schema: str = RAW_SCHEMA) -> dict[str, int]:
     """(Re)create every table in ``RAW_TABLES`` inside ``schema`` and return their row counts.
 
-    ``conn`` is an open warehouse connection (DuckDB SQL). The data is a pure function of
+    ``conn`` is an open DuckDB connection (ours or DuckDB's own); for another warehouse
+    see ``demo/load.py``. The data is a pure function of
     ``scale`` (a positive integer multiplier: 1 gives 4,000 orders). Raises
     ``ValueError`` for a scale below 1.
     """
@@ -292,3 +293,4 @@ def write_raw_tables(conn: Any, *, scale: int = 1, schema: str = RAW_SCHEMA) -> 
         conn.execute(f"CREATE OR REPLACE TABLE {relation} AS {statements[table]}")
         counts[table] = conn.execute(f"SELECT count(*) FROM {relation}").fetchall()[0][0]
     return {table: counts[table] for table in RAW_TABLES}
+

@@ -137,7 +137,7 @@ def run_prod_build(
             warehouse=settings.warehouse, threads=settings.threads,
         )
         packages = packages_dir_for(project, settings.package_cache(), work / "dbt_packages", vars=request.vars)
-        paths = DbtPaths(project, profiles, target, work / "logs", packages, request.vars)
+        paths = DbtPaths(project, profiles, target, work / "logs", packages, request.vars, settings.warehouse.dbt_env())
         changed = request.mode is ProdMode.changed and latest is not None
         selection = ["--select", "state:modified+", "--state", str(latest.path)] if changed and latest else []
         runs: list[DbtRun] = []

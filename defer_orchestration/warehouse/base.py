@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -166,6 +166,21 @@ class WarehouseConnection(ABC):
         rows = self.rows(f"select schema_name, branch, last_built_at from {self._registry()}")
         return {str(schema): (str(branch), float(at)) for schema, branch, at in rows}
 
+    def load_table(self, relation: Relation, columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]]) -> int:
+        """(Re)create ``relation`` with ``columns`` (name, SQL type) holding ``rows``; the row
+        count. Used for data made elsewhere (the demo's synthetic sources)."""
+        self.execute(f"create schema if not exists {quote_identifier(relation[0])}")
+        if relation[1] in self.list_relations(relation[0]):
+            # Emptied, not dropped: views built on it (production's staging models) stay valid.
+            self.execute(f"truncate table {qualified(relation)}")
+        else:
+            spec = ", ".join(f"{quote_identifier(name)} {kind}" for name, kind in columns)
+            self.execute(f"create table {qualified(relation)} ({spec})")
+        marks = ", ".join([self.placeholder] * len(columns))
+        for row in rows:
+            self.execute(f"insert into {qualified(relation)} values ({marks})", list(row))
+        return self.row_count(*relation)
+
     def forget_branch_schema(self, schema: str) -> None:
         """Remove ``schema`` from the registry (after dropping it)."""
         self.execute(f"delete from {self._registry()} where schema_name = {self.placeholder}", [schema])
@@ -202,4 +217,15 @@ class Warehouse(ABC):
     def lock_advice(self) -> str:
         """What to do when another process holds the warehouse."""
         return "close the process holding it and relaunch this run."
+
+    def schema_lock(self, schema: str) -> AbstractContextManager[None]:
+        """Hold while operating on one branch schema, so a run and a teardown of the same
+        branch never overlap. Where writers are serialised anyway (DuckDB's single pool
+        slot), there is nothing to hold."""
+        return nullcontext()
+
+    def dbt_env(self) -> dict[str, str]:
+        """Environment variables our dbt processes need (secrets the profile reads with
+        ``env_var``, never written into profiles.yml)."""
+        return {}
 

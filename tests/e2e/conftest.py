@@ -1,5 +1,10 @@
 """Fixtures of the end-to-end tests: the real stack, started once per module.
 
+The stack's Dagster instance keeps runs, event log and schedules in SQLite (the project's
+``.dagster_home/dagster.yaml``) unless the module overrides ``stack_storage`` with
+``"postgres"``: then ``deploy/postgres/dagster.yaml`` on a database of its own on the
+worker's throwaway PostgreSQL server (``pg_server``, tests/postgres_fixtures.py).
+
 When a test that uses the stack fails, the tails of the stack's logs (webserver, daemon,
 code server) are attached to its report; the full logs stay under the test's tmp dir.
 """
@@ -9,11 +14,20 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from .e2e_stack import Stack, free_port, stack_env, write_instance
+from .e2e_stack import (
+    POSTGRES_DAGSTER_YAML,
+    PROJECT_DAGSTER_YAML,
+    REPO_ROOT,
+    Stack,
+    free_port,
+    stack_env,
+    write_instance,
+)
 from helpers import fast_dir, repo_with_bundled_project
 
 from defer_orchestration import constants as c
@@ -26,13 +40,51 @@ SENSOR_INTERVAL_S = "1"
 WATCHED = "feature/*"
 
 
+STORAGES = ("sqlite", "postgres")
+
+
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack_storage() -> str:
+    """Where the module's stack keeps Dagster's runs, event log and schedules: "sqlite", or
+    "postgres" in a module that overrides this fixture (see test_stack_postgres.py)."""
+    return "sqlite"
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, stack_storage: str, request: pytest.FixtureRequest
+) -> Iterator[Stack]:
     """Code server + webserver + daemon on loopback over a scratch repo and DAGSTER_HOME.
 
     The repo, workspace and logs live under pytest's tmp dir; DAGSTER_HOME and
     DEFER_ORCH_HOME (event log, warehouse) on tmpfs when there is one.
     """
+    assert stack_storage in STORAGES, f"stack_storage must be one of {STORAGES}"
+    with _instance_storage(stack_storage, request) as (instance_yaml, storage_env):
+        yield from _run_stack(tmp_path_factory, instance_yaml, storage_env)
+
+
+@contextmanager
+def _instance_storage(
+    storage: str, request: pytest.FixtureRequest
+) -> Iterator[tuple[Path, dict[str, str]]]:
+    """The dagster.yaml to copy and the variables it reads; for PostgreSQL a fresh database
+    on the worker's server, dropped afterwards."""
+    if storage == "sqlite":
+        yield PROJECT_DAGSTER_YAML, {}
+        return
+    pg_server = request.getfixturevalue("pg_server")
+    dbname = pg_server.create_database()
+    try:
+        yield POSTGRES_DAGSTER_YAML, pg_server.dagster_env(dbname)
+    finally:
+        if pg_server.running():
+            pg_server.drop_database(dbname)
+
+
+def _run_stack(
+    tmp_path_factory: pytest.TempPathFactory, instance_yaml: Path, storage_env: dict[str, str]
+) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("e2e_stack")
     repo = repo_with_bundled_project(root / "repo")
     workspace = root / "workspace.yaml"
@@ -44,10 +96,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         grpc_port, port = free_port(), free_port()
         while port == grpc_port:
             port = free_port()
-        write_instance(dagster_home, workspace, grpc_port)
+        write_instance(
+            dagster_home, workspace, grpc_port, source=instance_yaml, storage_env=storage_env
+        )
         env = stack_env(
             os.environ,
             {
+                **storage_env,
                 "DAGSTER_HOME": str(dagster_home),
                 c.ENV_HOME: str(home),
                 c.ENV_DBT_PROJECT_DIR: str(repo / "dbt_project"),
@@ -64,7 +119,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             stack.start_webserver()
             stack.start_daemon()
             stack.wait_ready(timeout=120)
-            print(f"\n[e2e] stack ready in {time.monotonic() - started:.1f} s at {stack.url}")
+            print(
+                f"\n[e2e] stack ready in {time.monotonic() - started:.1f} s at {stack.url} "
+                f"(instance: {instance_yaml.relative_to(REPO_ROOT)})"
+            )
             yield stack
         finally:
             stack.stop()

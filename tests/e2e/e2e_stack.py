@@ -11,41 +11,42 @@ logging to a file under the test's tmp dir:
 * ``dagster-daemon run -w workspace.yaml`` (sensors, run queue, pools).
 
 ``DAGSTER_HOME`` is a fresh directory holding a copy of the project's
-``.dagster_home/dagster.yaml`` (pool ``duckdb_warehouse`` limited to 1, run queue).
+``.dagster_home/dagster.yaml`` (SQLite storage, pool ``duckdb_warehouse`` limited to 1, run
+queue), or of ``deploy/postgres/dagster.yaml`` (storage on PostgreSQL, read from the
+``DAGSTER_PG_*`` variables).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import requests
+import yaml
 from dagster_graphql import DagsterGraphQLClient
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(os.environ.get("DEFER_ORCH_E2E_BIN", REPO_ROOT / ".venv" / "bin"))
 PROJECT_DAGSTER_YAML = REPO_ROOT / ".dagster_home" / "dagster.yaml"
+POSTGRES_DAGSTER_YAML = REPO_ROOT / "deploy" / "postgres" / "dagster.yaml"
 LOCATION = "defer_orchestration"
 REPOSITORY = "__repository__"
 
-# Appended to the copy of the project's dagster.yaml: the queue looks for runs to launch
-# every second instead of every 5 (the pools, limits and queue are the project's own).
-TEST_INSTANCE_OVERLAY = """
-# --- e2e tests only ---
-run_coordinator:
-  module: dagster._core.run_coordinator
-  class: QueuedRunCoordinator
-  config:
-    dequeue_interval_seconds: 1
-"""
+# Merged into the copy of the instance's dagster.yaml: the queue looks for runs to launch
+# every second instead of every 5 (the pools, limits and queue are the instance's own).
+TEST_RUN_COORDINATOR = {
+    "module": "dagster._core.run_coordinator",
+    "class": "QueuedRunCoordinator",
+    "config": {"dequeue_interval_seconds": 1},
+}
 
 TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
 ACTIVE = {"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"}
@@ -473,19 +474,32 @@ def _stop_group(proc: subprocess.Popen, timeout: float) -> None:
         pass
 
 
-def write_instance(dagster_home: Path, workspace: Path, grpc_port: int) -> None:
-    """DAGSTER_HOME with a copy of the project's dagster.yaml; a workspace on the code server.
+def write_instance(
+    dagster_home: Path,
+    workspace: Path,
+    grpc_port: int,
+    *,
+    source: Path = PROJECT_DAGSTER_YAML,
+    storage_env: Mapping[str, str] | None = None,
+) -> None:
+    """DAGSTER_HOME with a copy of ``source`` (a dagster.yaml); a workspace on the code server.
 
-    The instance's SQLite storages are created here, before any process starts: three
-    processes creating them at once race ("table job_ticks already exists").
+    The instance's storages are created here, before any process starts: three processes
+    creating them at once race ("table job_ticks already exists"). ``storage_env`` holds
+    the variables ``source`` reads (``DAGSTER_PG_*``); they are set only meanwhile.
     """
     from dagster import DagsterInstance
 
     dagster_home.mkdir(parents=True, exist_ok=True)
-    shutil.copy(PROJECT_DAGSTER_YAML, dagster_home / "dagster.yaml")
-    with open(dagster_home / "dagster.yaml", "a") as handle:
-        handle.write(TEST_INSTANCE_OVERLAY)
-    with DagsterInstance.from_config(str(dagster_home)) as instance:
+    config = yaml.safe_load(source.read_text())
+    coordinator = config.setdefault("run_coordinator", {})
+    coordinator.update({k: v for k, v in TEST_RUN_COORDINATOR.items() if k != "config"})
+    coordinator["config"] = {**(coordinator.get("config") or {}), **TEST_RUN_COORDINATOR["config"]}
+    (dagster_home / "dagster.yaml").write_text(
+        f"# {source.relative_to(REPO_ROOT)} for the e2e tests: run queue polled every second.\n"
+        + yaml.safe_dump(config, sort_keys=False)
+    )
+    with _environ(storage_env or {}), DagsterInstance.from_config(str(dagster_home)) as instance:
         instance.get_runs(limit=1)
         instance.all_instigator_state()
         instance.event_log_storage.get_concurrency_keys()
@@ -496,6 +510,21 @@ def write_instance(dagster_home: Path, workspace: Path, grpc_port: int) -> None:
         f"      port: {grpc_port}\n"
         f"      location_name: {LOCATION}\n"
     )
+
+
+@contextmanager
+def _environ(values: Mapping[str, str]) -> Iterator[None]:
+    """Set ``values`` in os.environ for the block, then restore what was there."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
 
 
 def stack_env(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:

@@ -209,7 +209,7 @@ def _latest(instance: dg.DagsterInstance) -> Any:
         return None
 
 
-def build_prod_dbt_assets(manifest_path: Path) -> dg.AssetsDefinition:
+def build_prod_dbt_assets(manifest_path: Path, pool: str = c.WAREHOUSE_POOL) -> dg.AssetsDefinition:
     """The ``@dbt_assets`` definition over the project whose parsed manifest is given."""
 
     # Loaded here rather than passed as a path: dagster-dbt caches manifests by path, and a
@@ -217,7 +217,7 @@ def build_prod_dbt_assets(manifest_path: Path) -> dg.AssetsDefinition:
     manifest = json.loads(Path(manifest_path).read_text(encoding="utf-8"))
     translator = ProdDbtTranslator(manifest)
 
-    @dbt_assets(manifest=manifest, name=c.PROD_DBT_OP, dagster_dbt_translator=translator, pool=c.WAREHOUSE_POOL)
+    @dbt_assets(manifest=manifest, name=c.PROD_DBT_OP, dagster_dbt_translator=translator, pool=pool)
     def prod_dbt_models(
         context: dg.AssetExecutionContext,
         config: ProdBuildConfig,
