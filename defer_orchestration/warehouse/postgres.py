@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
 import psycopg2.extras
 
-from defer_orchestration.lib.errors import ConfigurationError, WarehouseError
+from defer_orchestration.lib.errors import ConfigurationError, WarehouseError, WarehouseLockedError
 from defer_orchestration.lib.schema_names import guard_branch_schema, quote_identifier
 from defer_orchestration.warehouse.base import Cursor, Relation, Warehouse, WarehouseConnection, qualified
 
@@ -137,7 +138,13 @@ class PostgresWarehouse(Warehouse):
         try:
             cursor = conn.cursor()
             cursor.execute(f"set lock_timeout = '{int(self.lock_timeout_s * 1000)}ms'")
-            cursor.execute("select pg_advisory_lock(%s)", [key])
+            try:
+                cursor.execute("select pg_advisory_lock(%s)", [key])
+            except psycopg2.errors.LockNotAvailable as exc:
+                raise WarehouseLockedError(
+                    f"branch schema {schema} is held by another operation (a run or a teardown of the "
+                    f"same branch); waited {self.lock_timeout_s:.0f} s. {self.lock_advice()}"
+                ) from exc
             yield
         finally:
             conn.close()  # releases the session's advisory lock
