@@ -285,6 +285,64 @@ def render_contention(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+STORAGE_TITLE = "**6. Dagster storage: `prod_build_job` vs plain `dbt build`**"
+_STORAGE_LABELS = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
+
+
+def render_storage(rows: list[dict[str, Any]]) -> list[str]:
+    """Markdown lines of measurement 6: one row per size and storage, then where the job's
+    time went."""
+    lines = [
+        f"{STORAGE_TITLE} (same generated project, threads and DuckDB warehouse kind, every build from an "
+        "empty warehouse file; plain = the venv's `dbt build` with a fresh target dir; job = "
+        "`prod_build_job` with `execute_in_process` on an instance whose storage is SQLite (temp "
+        "DAGSTER_HOME) or PostgreSQL (`deploy/postgres/dagster.yaml`'s storage on a throwaway server); "
+        "wall seconds, median (min–max); events = entries the run wrote to the event log; ms per event = "
+        "(job − plain) / events)",
+        "",
+        "| N | repeats | nodes (models + tests) | plain dbt s | storage | job s | job / plain | "
+        "overhead s | events | events per node | overhead ms per event |",
+        "|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        for storage, d in row["storages"].items():
+            lines.append(
+                f"| {row['n_models']} | {row['repeats']} | {row['nodes']} ({row['models']} + {row['tests']}) | "
+                f"{fmt_stats(row['plain_dbt_seconds'])} | {_STORAGE_LABELS.get(storage, storage)} | "
+                f"{fmt_stats(d['seconds'])} | {fmt_number(d['over_plain_dbt'])} | "
+                f"{fmt_number(d['overhead_seconds'], 1)} | {d['events']} | {fmt_number(d['events_per_node'], 2)} | "
+                f"{fmt_number(d['overhead_ms_per_event'], 2)} |"
+            )
+    for row in rows:
+        connect = ((row.get("setup") or {}).get("postgres_server") or {}).get("connect_ms")
+        if connect:
+            lines += ["", f"N={row['n_models']}: one PostgreSQL connection (TCP + scram-sha-256, `select 1`, close; "
+                      f"dagster-postgres opens one per storage call: `NullPool`) takes {fmt_stats(connect, 2)} ms."]
+            break
+    lines += [
+        "",
+        "Where the job's time goes (median seconds, from the run's event timestamps: before = run start to "
+        "the dbt step's start; dbt step = its start to its first output: checkout of main's head, "
+        "`dbt build`, row counts; events = the dbt step's outputs, materializations and check results; "
+        "other = the rest of the wall: publishing step, run start and end)",
+        "",
+        "| N | storage | job s | before | dbt step | events | other | materializations | check results |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        for storage, d in row["storages"].items():
+            seg = d["segments_median"]
+            cells = " | ".join(
+                fmt_number(seg.get(k), 1)
+                for k in ("before_dbt_step", "dbt_step_until_first_output", "dbt_step_events", "other")
+            )
+            lines.append(
+                f"| {row['n_models']} | {_STORAGE_LABELS.get(storage, storage)} | {fmt_stats(d['seconds'])} | "
+                f"{cells} | {d['materializations']} | {d['check_evaluations']} |"
+            )
+    return lines + [""]
+
+
 def _targets(met: dict[str, Any]) -> list[str]:
     lines = ["**Targets**", "", "| target | limit | measured | met |", "|---|---:|---:|---|"]
     for name, t in met.items():
@@ -304,6 +362,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         lines += _sensor(results["sensor"])
     if results.get("contention"):
         lines += render_contention(results["contention"])
+    if results.get("storage"):
+        lines += render_storage(results["storage"])
     if results.get("targets"):
         lines += _targets(results["targets"])
     return "\n".join(lines)

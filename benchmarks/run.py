@@ -28,6 +28,9 @@ Measures, on projects made by :mod:`benchmarks.generate_project`:
    one branch moved).
 5. **warehouse contention** (:mod:`benchmarks.contention`): a production build and
    several branch runs launched at once on the real stack.
+6. **storage** (:mod:`benchmarks.storage`): ``prod_build_job`` vs plain ``dbt build`` of
+   the same project, with Dagster's storage on SQLite and on PostgreSQL (a throwaway
+   server), the warehouse DuckDB for all three.
 
 Results are printed as markdown tables (:mod:`benchmarks.report`) and written as JSON
 (``--out``). Timings are medians over ``--repeats`` runs with min-max; ratios are taken
@@ -61,9 +64,10 @@ from benchmarks.contention import bench_contention  # noqa: E402
 from benchmarks.load import bench_load  # noqa: E402
 from benchmarks.report import render_markdown, targets  # noqa: E402
 from benchmarks.sensor import bench_sensor  # noqa: E402
+from benchmarks.storage import bench_storage  # noqa: E402
 
 SCHEMA_VERSION = 1
-MEASUREMENTS = ("slim", "overhead", "load", "sensor", "contention")
+MEASUREMENTS = ("slim", "overhead", "load", "sensor", "contention", "storage")
 
 
 # What the numbers were measured on and with -------------------------------------------------
@@ -147,8 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="project sizes for the contention measurement (the real Dagster stack)")
     parser.add_argument("--contention-branches", type=int, default=3,
                         help="branch runs launched together with one prod_build_job")
+    parser.add_argument("--storage-sizes", type=int, nargs="*", default=[100, 1000],
+                        help="project sizes for prod_build_job vs plain dbt build on SQLite and PostgreSQL "
+                             "storage (repeats: --repeats / --repeats-at)")
     parser.add_argument("--no-warmup", action="store_true",
-                        help="skip the untimed warm-up branch run per size (smoke tests)")
+                        help="skip the untimed warm-up branch run per size and the storage measurement's "
+                             "warm-up production build (smoke tests)")
     parser.add_argument("--no-data-diff", action="store_true",
                         help="run branch_ci_job with data_diff: false (default: the product's default, on)")
     parser.add_argument("--render-only", action="store_true",
@@ -196,6 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "load": [],
         "sensor": [],
         "contention": [],
+        "storage": [],
     }
     try:
         if "slim" not in skip:
@@ -227,6 +236,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         data_diff=False if args.no_data_diff else None,
                     )
                 )
+        if "storage" not in skip:
+            for i, n in enumerate(args.storage_sizes):
+                reps = repeats_at.get(n, args.repeats)
+                log(f"N={n}: storage, prod_build_job on SQLite and PostgreSQL vs plain dbt build ({reps} repeats)")
+                results["storage"].append(
+                    bench_storage(n, work / f"storage-n{n}", repeats=reps, warmup=i == 0 and not args.no_warmup)
+                )
+                shutil.rmtree(work / f"storage-n{n}", ignore_errors=True) if not args.keep else None
     finally:
         results["meta"]["total_seconds"] = round(time.monotonic() - started, 1)
         measured = {
@@ -234,6 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "load": "load" not in skip,
             "sensor": "sensor" not in skip and bool(args.branches),
             "contention": "contention" not in skip,
+            "storage": "storage" not in skip and bool(args.storage_sizes),
         }
         invocation = {
             key: results["meta"][key]

@@ -53,7 +53,7 @@ def _run(tmp_path: Path, *args: str) -> dict:
 
 
 def test_sensor_ticks_json_structure(tmp_path: Path) -> None:
-    results = _run(tmp_path, "--skip", "slim", "load", "contention", "--branches", "1", "5", "--repeats", "1")
+    results = _run(tmp_path, "--skip", "slim", "load", "contention", "storage", "--branches", "1", "5", "--repeats", "1")
     assert results["branch_runs"] == [] and results["load"] == []
     rows = results["sensor"]
     assert [r["branches"] for r in rows] == [1, 5]
@@ -107,7 +107,7 @@ def test_slim_vs_full_json_structure(tmp_path: Path) -> None:
     """One leaf change at N=12 through Dagster, its full build and the raw CLI (about a minute)."""
     results = _run(
         tmp_path, "--sizes", "12", "--repeats", "1", "--changes", "leaf",
-        "--skip", "load", "sensor", "contention", "--no-warmup",
+        "--skip", "load", "sensor", "contention", "storage", "--no-warmup",
     )
     [size] = results["branch_runs"]
     assert size["n_models"] == 12

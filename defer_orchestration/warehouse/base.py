@@ -167,19 +167,24 @@ class WarehouseConnection(ABC):
         return {str(schema): (str(branch), float(at)) for schema, branch, at in rows}
 
     def load_table(self, relation: Relation, columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]]) -> int:
-        """(Re)create ``relation`` with ``columns`` (name, SQL type) holding ``rows``; the row
-        count. Used for data made elsewhere (the demo's synthetic sources)."""
+        """(Re)fill ``relation`` with ``columns`` (name, SQL type) holding ``rows``; the row
+        count. Used for data made elsewhere (the demo's synthetic sources). An existing
+        table is emptied, not dropped: views built on it (production's staging models)
+        stay valid."""
         self.execute(f"create schema if not exists {quote_identifier(relation[0])}")
         if relation[1] in self.list_relations(relation[0]):
-            # Emptied, not dropped: views built on it (production's staging models) stay valid.
             self.execute(f"truncate table {qualified(relation)}")
         else:
             spec = ", ".join(f"{quote_identifier(name)} {kind}" for name, kind in columns)
             self.execute(f"create table {qualified(relation)} ({spec})")
-        marks = ", ".join([self.placeholder] * len(columns))
+        self._insert_rows(relation, len(columns), rows)
+        return self.row_count(*relation)
+
+    def _insert_rows(self, relation: Relation, width: int, rows: Sequence[Sequence[Any]]) -> None:
+        """Insert ``rows`` (a driver may do it in batches)."""
+        marks = ", ".join([self.placeholder] * width)
         for row in rows:
             self.execute(f"insert into {qualified(relation)} values ({marks})", list(row))
-        return self.row_count(*relation)
 
     def forget_branch_schema(self, schema: str) -> None:
         """Remove ``schema`` from the registry (after dropping it)."""

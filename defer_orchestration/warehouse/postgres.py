@@ -54,18 +54,10 @@ class PostgresConnection(WarehouseConnection):
         )
         return self.row_count(*target)
 
-    def load_table(self, relation: Relation, columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]]) -> int:
-        """(Re)create ``relation`` and fill it with one ``execute_values`` batch per 5,000 rows."""
-        self.execute(f"create schema if not exists {quote_identifier(relation[0])}")
-        if relation[1] in self.list_relations(relation[0]):
-            # Emptied, not dropped: views built on it (production's staging models) stay valid.
-            self.execute(f"truncate table {qualified(relation)}")
-        else:
-            spec = ", ".join(f"{quote_identifier(name)} {kind}" for name, kind in columns)
-            self.execute(f"create table {qualified(relation)} ({spec})")
+    def _insert_rows(self, relation: Relation, width: int, rows: Sequence[Sequence[Any]]) -> None:
+        """One ``execute_values`` batch per 5,000 rows."""
         cursor = self._conn.cursor()
         psycopg2.extras.execute_values(cursor, f"insert into {qualified(relation)} values %s", list(rows), page_size=5000)
-        return self.row_count(*relation)
 
 
 class _Rows:
