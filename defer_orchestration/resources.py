@@ -23,6 +23,9 @@ definitions themselves need (sensor interval, schedule).
 | PGHOST, PGPORT, PGUSER,       | libpq's: the PostgreSQL warehouse (postgres     |
 | PGPASSWORD, PGDATABASE        | only; the password is never logged)             |
 | DEFER_ORCH_PG_DSN             | empty: a DSN filling what the PG* leave empty   |
+| DEFER_ORCH_CI_PGUSER,         | empty: the login role branch builds use on      |
+| DEFER_ORCH_CI_PGPASSWORD      | PostgreSQL (read production, own branch schemas)|
+| DEFER_ORCH_REQUIRE_CI_ROLE    | false: true refuses branch builds without one   |
 | DEFER_ORCH_DBT_VARS           | empty: dbt vars of every invocation (YAML/JSON) |
 | DEFER_ORCH_PROD_COMMANDS      | ``build``: production's dbt commands, in order  |
 | DEFER_ORCH_PUBLISH_ON         | ``success`` (or ``models_built``)               |
@@ -89,6 +92,16 @@ class DeferOrchSettings(dg.ConfigurableResource):
     pg_password: str = Field(default="", description="PGPASSWORD: its password (never logged).")
     pg_database: str = Field(default="", description="PGDATABASE: the warehouse database.")
     pg_dsn: str = Field(default="", description="DEFER_ORCH_PG_DSN: a DSN for what the PG* variables leave empty.")
+    ci_pg_user: str = Field(
+        default="",
+        description="DEFER_ORCH_CI_PGUSER: the login role branch builds connect as (postgres only). "
+        "It is granted read access to production and CREATE on the database, nothing more.",
+    )
+    ci_pg_password: str = Field(default="", description="DEFER_ORCH_CI_PGPASSWORD: its password (never logged).")
+    require_ci_role: bool = Field(
+        default=False,
+        description="DEFER_ORCH_REQUIRE_CI_ROLE: refuse branch builds on PostgreSQL without a CI role.",
+    )
     dbt_vars: str = Field(
         default="",
         description="DEFER_ORCH_DBT_VARS: dbt vars (a YAML or JSON mapping) for every dbt "
@@ -132,6 +145,8 @@ class DeferOrchSettings(dg.ConfigurableResource):
         postgres = {
             "host": self.pg_host, "port": self.pg_port, "user": self.pg_user,
             "password": self.pg_password, "dbname": self.pg_database, "dsn": self.pg_dsn,
+            "ci_user": self.ci_pg_user, "ci_password": self.ci_pg_password,
+            "require_ci_role": "true" if self.require_ci_role else "",
         }
         return open_warehouse(
             self.warehouse_kind.strip() or "duckdb", home=self.home_path(),
@@ -240,6 +255,9 @@ def _env_fields() -> dict[str, tuple[str, Any]]:
         "pg_password": ("PGPASSWORD", ""),
         "pg_database": ("PGDATABASE", ""),
         "pg_dsn": (c.ENV_PG_DSN, ""),
+        "ci_pg_user": (c.ENV_CI_PGUSER, ""),
+        "ci_pg_password": (c.ENV_CI_PGPASSWORD, ""),
+        "require_ci_role": (c.ENV_REQUIRE_CI_ROLE, False),
         "dbt_vars": (c.ENV_DBT_VARS, ""),
         "prod_commands": (c.ENV_PROD_COMMANDS, "build"),
         "publish_on": (c.ENV_PUBLISH_ON, "success"),
@@ -263,11 +281,22 @@ def _from_env(fields: dict[str, tuple[str, Any]], resolve: bool) -> dict[str, An
         raw = os.environ.get(name)
         if not raw:
             values[field] = default
+        elif isinstance(default, bool):
+            values[field] = _parse_bool(name, raw)
         elif resolve or isinstance(default, float):
             values[field] = type(default)(raw)
         else:
             values[field] = dg.EnvVar.int(name) if isinstance(default, int) else dg.EnvVar(name)
     return values
+
+
+def _parse_bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigurationError(f"{name}={raw!r} is not true or false; set it to 'true' or 'false'.")
 
 
 def settings_from_env(*, resolve: bool = False) -> DeferOrchSettings:

@@ -167,11 +167,11 @@ def test_favor_state_reads_prod_even_when_the_branch_has_a_stale_copy(prod_env, 
     )
     schema = branch_schema_name(branch)
     # A stale copy of an unselected parent lies in the branch schema (from an earlier run).
-    with prod_env.settings.warehouse().connect() as conn:
-        conn.execute(f"create schema if not exists {quote_identifier(schema)}")
+    with prod_env.settings.warehouse().connect_branch(schema) as conn:
+        conn.execute(f"create schema if not exists {conn.qualify_schema(schema)}")
         conn.execute(
-            f"create table {quote_identifier(schema)}.int_customers__order_history as "
-            "select * from prod.int_customers__order_history limit 0"
+            f"create table {conn.qualify((schema, 'int_customers__order_history'))} as "
+            f"select * from {conn.qualify(('prod', 'int_customers__order_history'))} limit 0"
         )
 
     def compiled_customers(result) -> str:
@@ -189,9 +189,9 @@ def test_favor_state_reads_prod_even_when_the_branch_has_a_stale_copy(prod_env, 
     assert favored.success
     assert '"prod"."int_customers__order_history"' in compiled_customers(favored)
     with prod_env.settings.warehouse().connect(read_only=True) as conn:
-        spend = "select sum(lifetime_spend) from {}.customers"
-        assert conn.execute(spend.format(quote_identifier(schema))).fetchall() == conn.execute(
-            spend.format("prod")
+        spend = "select sum(lifetime_spend) from {}"
+        assert conn.execute(spend.format(conn.qualify((schema, "customers")))).fetchall() == conn.execute(
+            spend.format(conn.qualify(("prod", "customers")))
         ).fetchall()
 
 

@@ -182,7 +182,7 @@ def test_incremental_model_is_cloned_then_built_incrementally(moved, tmp_path) -
         schema = branch_schema_name(branch)
         assert metadata["cloned_incremental_rows"] == {"model.shop.fct_order_events": prod_rows}
         with env.settings.warehouse().connect(read_only=True) as conn:
-            ids = {r[0] for r in conn.execute(f'select event_id from "{schema}".fct_order_events').fetchall()}
+            ids = {r[0] for r in conn.execute(f"select event_id from {conn.qualify((schema, 'fct_order_events'))}").fetchall()}
             count = conn.row_count(schema, "fct_order_events")
         assert -1 in ids  # kept from before the clone: not rebuilt from scratch
         assert new_id in ids  # merged by the incremental run

@@ -14,6 +14,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,7 @@ from defer_orchestration.warehouse.base import Warehouse
 # ``phase_seconds``), in order; a stage that did not run reports 0.0.
 PHASES = (
     "resolve_manifest", "git_mirror", "comparison", "checkout", "register_schema", "parse",
-    "read_artifacts", "preview", "preflight", "build", "dbt_session_exit", "summary",
+    "read_artifacts", "isolate", "preview", "preflight", "build", "dbt_session_exit", "summary",
     "data_diff", "cleanup",
 )
 
@@ -106,7 +107,7 @@ def run_branch_build(
     # One dbt process for parse, preview and build; it imports dbt while git works. The
     # schema lock keeps a run and a teardown of the same branch apart where writers run in
     # parallel (PostgreSQL); DuckDB's single pool slot does that already.
-    with settings.warehouse.schema_lock(schema), DbtSession(run_dir / "logs", env=settings.warehouse.dbt_env()) as dbt:
+    with settings.warehouse.schema_lock(schema), DbtSession(run_dir / "logs", env=settings.warehouse.branch_dbt_env()) as dbt:
         with phases.phase("git_mirror"):
             mirror = git.ensure_mirror(repo.repo, mirror_dir(settings, repo.repo))
             retry = load_retry(settings, request.retry_of_run_id) if request.retry_of_run_id else None
@@ -116,10 +117,12 @@ def run_branch_build(
             plan = _plan(request, settings, repo, mirror, sha, retry, published, clock, published_for_commit)
         commands += [plan.parse] if plan.parse else []
         with phases.phase("checkout"), branch_checkout(settings, mirror, schema, sha, run_id) as (checkout, stable):
-            report = _build_checkout(
-                request, dbt, plan, settings=settings, repo=repo, checkout=checkout, stable=stable,
-                run_dir=run_dir, schema=schema, log=log, clock=clock, phases=phases, commands=commands,
-            )
+            with ExitStack() as held:
+                report = _build_checkout(
+                    request, dbt, plan, settings=settings, repo=repo, checkout=checkout, stable=stable,
+                    run_dir=run_dir, schema=schema, log=log, clock=clock, phases=phases, commands=commands,
+                    held=held,
+                )
     with phases.phase("cleanup"):
         shutil.rmtree(run_dir / "profiles", ignore_errors=True)
     report.wall_seconds = time.monotonic() - started
@@ -180,20 +183,29 @@ def _build_checkout(
     clock: Callable[[], float],
     phases: Phases,
     commands: list[DbtRun],
+    held: ExitStack,
 ) -> BranchBuildReport:
-    """Parse, preview, pre-flight, build and report, in the checked-out commit."""
+    """Parse, preview, pre-flight, build and report, in the checked-out commit; the
+    branch's isolation is entered into ``held`` (left by the caller after the report)."""
     where = f"commit {plan.sha[:12]} of branch {request.branch!r}"
     paths = branch_dbt_paths(settings, repo, checkout, run_dir, schema, where=where, vars=plan.vars)
     parsing = _start_parse(dbt, paths, settings.home, schema, reuse=request.reuse_parse and stable)
     # While dbt parses (the longest step of a slim run), talk to the warehouse and read
     # production's artifacts.
-    with phases.phase("register_schema"), settings.warehouse.connect() as conn:
+    with phases.phase("register_schema"):
         # Registered before building, so teardown can drop even a half-built schema.
-        conn.register_branch_schema(schema, branch=request.branch, sha=plan.sha, now=clock())
+        settings.warehouse.register_branch_schemas(schema, [schema], branch=request.branch, sha=plan.sha, now=clock())
     with phases.phase("read_artifacts"):
         write_state(run_dir, sha=plan.sha, state=plan.state, exclude=plan.exclude, vars=plan.vars)
         prod_manifest = _load_or_empty(plan.published, "manifest.json")
         prod_results = _load_or_empty(plan.published, "run_results.json")
+    # From here to the end of the data diff, the branch's dbt code runs isolated from
+    # production (DuckDB: read-only attachment and a guard; PostgreSQL: the CI role).
+    with phases.phase("isolate"):
+        isolation = held.enter_context(
+            settings.warehouse.isolate_branch(schema, production_schemas=artifacts.relation_schemas(prod_manifest))
+        )
+    isolation_warning = settings.warehouse.isolation_warning()
     with phases.phase("parse"):
         parse_run, partial_parse = parsing.finish()
     commands.append(parse_run)
@@ -203,7 +215,7 @@ def _build_checkout(
         branch_manifest = artifacts.load_json(paths.target_path / "manifest.json", what="branch manifest")
     commands.append(ls_run)
     log.info(f"selection preview: {len(selected)} nodes in {ls_run.seconds:.1f}s")
-    warnings = list(plan.warnings)
+    warnings = [*([isolation_warning] if isolation_warning else []), *plan.warnings]
     if plan.published is not None:
         mismatch = dbt_version_message(plan.published.dbt_version, artifacts.dbt_version(branch_manifest))
         if mismatch:
@@ -215,14 +227,18 @@ def _build_checkout(
     extra_schemas = sorted({relation_schema.lower() for _, relation_schema, _ in relations.values()} - {schema})
     if extra_schemas:
         # Custom schemas (<schema>_<custom>) are registered too: teardown drops them with the branch.
-        with phases.phase("register_schema"), settings.warehouse.connect() as conn:
-            for extra in extra_schemas:
-                conn.register_branch_schema(extra, branch=request.branch, sha=plan.sha, now=clock(), owner=schema)
+        with phases.phase("register_schema"):
+            settings.warehouse.register_branch_schemas(
+                schema, extra_schemas, branch=request.branch, sha=plan.sha, now=clock()
+            )
     cloned: dict[str, int] = {}
     build: DbtRun | None = None
     if selected:
-        if plan.published is not None:
-            with phases.phase("preflight"), settings.warehouse.connect() as conn:
+        with phases.phase("preflight"), settings.warehouse.connect_branch(schema) as conn:
+            # Sources resolve to the branch's database; where that is not production's
+            # (DuckDB), they are exposed there as views over production's tables.
+            conn.expose_production_sources(artifacts.source_relations(branch_manifest))
+            if plan.published is not None:
                 cloned = preflight_and_clone(
                     conn, schema=schema, selected=selected, branch_manifest=branch_manifest,
                     prod_manifest=prod_manifest, prod_results=prod_results,
@@ -248,7 +264,9 @@ def _build_checkout(
         )
     with phases.phase("data_diff"):
         built = [uid for uid, status in summary.statuses.items() if status == artifacts.NodeStatus.SUCCESS]
-        diffs, diff_error = _impact(settings.warehouse, request.diff_settings(), built, branch_manifest, prod_manifest)
+        diffs, diff_error = _impact(
+            settings.warehouse, schema, request.diff_settings(), built, branch_manifest, prod_manifest
+        )
     return BranchBuildReport(
         branch=request.branch, sha=plan.sha, schema=schema, summary=summary, manifest=plan.published,
         state_note=plan.note, warnings=warnings, cloned=cloned, diffs=diffs, diff_error=diff_error,
@@ -256,11 +274,13 @@ def _build_checkout(
         dbt_seconds={"parse": parse_run.seconds, "ls": ls_run.seconds, "build": build.seconds if build else 0.0},
         dbt_output_tail=build.tail(40) if build else "", run_results=run_results,
         known_failures=frozenset(plan.published.failing_tests if plan.published else ()),
+        isolation=isolation,
     )
 
 
 def _impact(
     warehouse: Warehouse,
+    schema: str,
     settings: DiffSettings,
     built: list[str],
     branch_manifest: dict[str, Any],
@@ -270,7 +290,7 @@ def _impact(
     if not settings.enabled or not built:
         return None, None
     try:
-        with warehouse.connect() as conn:
+        with warehouse.connect_branch(schema) as conn:
             return diff_models(conn, models_to_diff(built, branch_manifest, prod_manifest), settings), None
     except Exception as exc:  # the report is advisory: a broken diff must not fail CI
         return None, f"data diff failed: {type(exc).__name__}: {exc}"

@@ -18,7 +18,7 @@ from typing import Any
 from defer_orchestration import constants as c
 from defer_orchestration.dbt.cli import DbtPaths
 from defer_orchestration.dbt.packages import packages_dir_for
-from defer_orchestration.dbt.profiles import write_profiles
+from defer_orchestration.dbt.profiles import profile_name, write_profiles_dir
 from defer_orchestration.lib import git
 from defer_orchestration.lib.errors import ConfigurationError
 from defer_orchestration.lib.settings import RepoSettings, Settings
@@ -93,9 +93,10 @@ def branch_dbt_paths(
             "project moved? Set DEFER_ORCH_PROJECT_SUBDIR to its path inside the repository."
         )
     try:
-        profiles_dir = write_profiles(
-            run_dir / "profiles", project_dir, {c.BRANCH_TARGET: schema}, c.BRANCH_TARGET,
-            warehouse=settings.warehouse, threads=settings.threads,
+        profiles_dir = write_profiles_dir(
+            run_dir / "profiles", profile_name(project_dir),
+            {c.BRANCH_TARGET: settings.warehouse.dbt_branch_output(schema, schema, threads=settings.threads)},
+            default_target=c.BRANCH_TARGET,
         )
     except ConfigurationError as exc:
         raise ConfigurationError(
@@ -104,7 +105,8 @@ def branch_dbt_paths(
         ) from exc
     packages = packages_dir_for(project_dir, settings.package_cache(), run_dir / "dbt_packages", vars=vars)
     return DbtPaths(
-        project_dir, profiles_dir, run_dir / "target", run_dir / "logs", packages, vars, settings.warehouse.dbt_env()
+        project_dir, profiles_dir, run_dir / "target", run_dir / "logs", packages, vars,
+        settings.warehouse.branch_dbt_env(),
     )
 
 

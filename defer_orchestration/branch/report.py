@@ -18,6 +18,7 @@ from defer_orchestration.dbt.artifacts import (
     NodeStatus,
     execution_times,
     failed_nodes,
+    refused_writes,
     result_statuses,
 )
 from defer_orchestration.diff import report as diff_report
@@ -160,6 +161,8 @@ class BranchBuildReport:
     # Tests the production manifest was published with failing (publish_on=models_built):
     # failing in the branch too, they are reported, not held against the branch.
     known_failures: frozenset[str] = frozenset()
+    # What kept the branch's dbt code away from production (warehouse.isolation()).
+    isolation: str = ""
 
     @property
     def ok(self) -> bool:
@@ -186,6 +189,8 @@ class BranchBuildReport:
             f"{counts.get('tests_passed', 0)} tests passed, {counts.get('failed', 0)} failed, "
             f"{counts.get('deferred', 0)} parents deferred to prod; {self.state_note}."
         )
+        if self.isolation:
+            text += f"\n\n**Isolation:** {self.isolation}"
         if self.diffs is not None:
             text += f"\n\n**Impact vs prod:** {diff_report.headline(self.diffs)}"
         elif self.diff_error:
@@ -195,7 +200,13 @@ class BranchBuildReport:
     def failure_message(self) -> str:
         """Why the run failed, naming the failing nodes (runtime errors included)."""
         failed = self.failed_nodes()
-        return (
+        refused = [(uid, message) for uid, message in refused_writes(self.run_results) if uid in failed]
+        text = (
             f"branch {self.branch!r} built with {len(failed)} failing nodes "
             f"({', '.join(failed[:10])}). Fix them and push again; production is untouched."
         )
+        if refused:
+            text += " The warehouse refused writes outside the branch's schemas: " + "; ".join(
+                f"{uid}: {message}" for uid, message in refused
+            )
+        return text

@@ -13,7 +13,7 @@ from defer_orchestration.dbt import parse_cache
 from defer_orchestration.lib.errors import BranchNameError
 from defer_orchestration.lib.schema_names import branch_schema_name, guard_branch_schema, is_owned_schema
 from defer_orchestration.lib.settings import RepoSettings, Settings
-from defer_orchestration.warehouse.base import WarehouseConnection
+from defer_orchestration.warehouse.base import Warehouse
 
 
 @dataclass
@@ -27,7 +27,7 @@ class TeardownReport:
 
 
 def _drop_branch(
-    conn: WarehouseConnection,
+    warehouse: Warehouse,
     owner: str,
     branch: str,
     registered: Mapping[str, tuple[str, float]],
@@ -38,13 +38,10 @@ def _drop_branch(
         schema for schema, (row_branch, _) in registered.items()
         if row_branch == branch and schema != owner and is_owned_schema(schema, owner)
     )
-    for schema in schemas:
-        if schema not in registered:
-            report.skipped.append(schema)
-            continue
-        if conn.drop_branch_schema(schema, owner=owner):
-            report.dropped.append(schema)
-        conn.forget_branch_schema(schema)
+    known = [schema for schema in schemas if schema in registered]
+    report.skipped += [schema for schema in schemas if schema not in registered]
+    if known:
+        report.dropped += warehouse.drop_branch(owner, known)
 
 
 def teardown(
@@ -58,20 +55,20 @@ def teardown(
     registered branch last built before then."""
     owners = {guard_branch_schema(branch_schema_name(b)): b for b in branches}
     report = TeardownReport()
-    with settings.warehouse.connect() as conn:
-        registered = conn.registered_branch_schemas()
-        if idle_before is not None:
-            for schema, (branch, last_built) in registered.items():
-                if last_built < idle_before:
-                    try:
-                        owners.setdefault(branch_schema_name(branch), branch)
-                    except BranchNameError:
-                        continue  # a registry row no branch name maps to: left for a person
-        for owner, branch in sorted(owners.items()):
-            # A run of this branch and its teardown never overlap (PostgreSQL's parallel
-            # writers; DuckDB's single pool slot keeps them apart already).
-            with settings.warehouse.schema_lock(owner):
-                _drop_branch(conn, owner, branch, registered, report)
+    registered = settings.warehouse.registered_branch_schemas()
+    if idle_before is not None:
+        for schema, (branch, last_built) in registered.items():
+            if last_built < idle_before:
+                try:
+                    owners.setdefault(branch_schema_name(branch), branch)
+                except BranchNameError:
+                    continue  # a registry row no branch name maps to: left for a person
+    for owner, branch in sorted(owners.items()):
+        # A run of this branch and its teardown never overlap.
+        with settings.warehouse.schema_lock(owner):
+            if owner not in registered:  # e.g. its build was running (and writing it) when we read
+                registered = settings.warehouse.registered_branch_schemas()
+            _drop_branch(settings.warehouse, owner, branch, registered, report)
     for owner in sorted(owners):
         report.removed_worktrees += remove_branch_worktrees(settings, repo, owner)
         if parse_cache.drop(parse_cache.cache_dir(settings.home, owner)):

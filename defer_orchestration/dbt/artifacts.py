@@ -9,6 +9,7 @@ without running (or importing) dbt.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -103,6 +104,44 @@ def result_statuses(run_results: Mapping[str, Any]) -> dict[str, NodeStatus | st
 def failed_nodes(run_results: Mapping[str, Any]) -> list[str]:
     """unique_ids whose status failed the build, sorted."""
     return sorted(uid for uid, status in result_statuses(run_results).items() if status in FAILING_STATUSES)
+
+
+# How the warehouses word a write refused by the branch's isolation: DuckDB's read-only
+# attachment, PostgreSQL's privileges of the CI role.
+_REFUSED_WRITE = re.compile(
+    r"attached in read-only mode|read-only transaction|permission denied for|must be owner of",
+    re.IGNORECASE,
+)
+
+
+def refused_writes(run_results: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(unique_id, the database's message) of every node whose failure was a write the
+    warehouse refused (to production, from a branch build)."""
+    found = []
+    for result in run_results.get("results") or []:
+        message = " ".join(str(result.get("message") or "").split())
+        if result.get("status") in FAILING_STATUSES and _REFUSED_WRITE.search(message):
+            found.append((str(result.get("unique_id")), message))
+    return sorted(found)
+
+
+def relation_schemas(manifest: Mapping[str, Any]) -> list[str]:
+    """Every schema production's manifest builds into or reads from (its models, seeds,
+    snapshots and sources), sorted."""
+    schemas = set()
+    for section in ("nodes", "sources"):
+        for node in (manifest.get(section) or {}).values():
+            if node.get("resource_type") in ("model", "seed", "snapshot", "source") and node.get("schema"):
+                schemas.add(str(node["schema"]))
+    return sorted(schemas)
+
+
+def source_relations(manifest: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(database, schema, identifier) of every source of ``manifest``."""
+    return sorted(
+        (str(source.get("database") or ""), str(source.get("schema") or ""), str(source.get("identifier") or source.get("name")))
+        for source in (manifest.get("sources") or {}).values()
+    )
 
 
 def status_summary(run_results: Mapping[str, Any]) -> dict[str, int]:

@@ -144,9 +144,18 @@ def dbt_arguments(args: Sequence[str], paths: DbtPaths, *, target: str | None) -
     return command
 
 
+# Secrets of our own process that no dbt process inherits: a branch's dbt code could read
+# them with env_var(). What a dbt process needs is passed explicitly (``DbtPaths.env``).
+INHERITED_SECRETS = frozenset({
+    "PGPASSWORD", "PGPASSFILE", "DEFER_ORCH_PG_DSN", "DEFER_ORCH_CI_PGPASSWORD", "DAGSTER_PG_PASSWORD",
+})
+
+
 def dbt_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment dbt runs in: ours, plus ``env``, without usage pings or colours."""
-    run_env = {**os.environ, **(env or {})}
+    """The environment dbt runs in: ours without our secrets, plus ``env``, without usage
+    pings or colours."""
+    run_env = {k: v for k, v in os.environ.items() if k not in INHERITED_SECRETS}
+    run_env.update(env or {})
     # dbt otherwise writes a user-level .user.yml and pings for anonymous usage stats.
     run_env.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
     run_env.setdefault("DBT_USE_COLORS", "false")

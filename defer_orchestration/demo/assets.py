@@ -20,7 +20,8 @@ def raw_asset_key(table: str) -> dg.AssetKey:
 
 def _raw_tables(context: dg.AssetExecutionContext, settings: DeferOrchSettings):
     """Write every synthetic source table (deterministic for a given ``raw_scale``)."""
-    with settings.warehouse().connect() as conn:
+    warehouse = settings.warehouse()
+    with warehouse.production_write(), warehouse.connect() as conn:
         counts = load_raw_tables(conn, scale=settings.raw_scale)
     context.log.info(f"wrote raw tables at scale {settings.raw_scale}: {counts}")
     for table in synthetic_data.RAW_TABLES:

@@ -90,7 +90,7 @@ class _ModelError(Exception):
 
 def _key_problems(conn: WarehouseConnection, rel: tuple[str, str], side: str, key: str) -> list[str]:
     """What makes ``key`` unusable on one side: NULLs and duplicated values."""
-    k, table = quote_identifier(key), qualified(rel)
+    k, table = quote_identifier(key), conn.qualify(rel)
     dup_sql = f"select {k} as dup_key from {table} where {k} is not null group by {k} "
     dup_sql += "having count(*) > 1"
     sql = f"select (select count(*) from {table} where {k} is null), "
@@ -141,8 +141,8 @@ def _key_level(
     ]
     both = f"{pk} is not null and {bk} is not null"
     any_change = "(" + " or ".join(differs) + ")" if differs else "1 = 0"
-    join = f"from {qualified(model.prod_relation)} p full outer join "  # type: ignore[arg-type]
-    join += f"{qualified(model.branch_relation)} b on {pk} = {bk}"
+    join = f"from {conn.qualify(model.prod_relation)} p full outer join "  # type: ignore[arg-type]
+    join += f"{conn.qualify(model.branch_relation)} b on {pk} = {bk}"
     sums = [f"{bk} is null", f"{pk} is null", both, f"{both} and {any_change}"]
     sums += [f"{both} and {d}" for d in differs]
     counts = [int(n) for n in conn.rows(f"select {', '.join(map(_count, sums))} {join}")[0]]
@@ -177,9 +177,9 @@ def _diff_one(
 ) -> tuple[str, str | None]:
     """Fill ``acc`` with what was measured as it goes; return (status, message)."""
     branch_cols = columns.get(model.branch_relation, {})
-    branch = qualified(model.branch_relation)
+    branch = conn.qualify(model.branch_relation)
     if not branch_cols:
-        raise _ModelError(f"branch relation {branch} does not exist; was it built?")
+        raise _ModelError(f"branch relation {qualified(model.branch_relation)} does not exist; was it built?")
     prod_cols = columns.get(model.prod_relation, {}) if model.prod_relation else {}
     if not prod_cols:
         acc["branch_rows"] = int(conn.rows(f"select count(*) from {branch}")[0][0])
@@ -187,7 +187,7 @@ def _diff_one(
             return "new", None
         prod_name = qualified(model.prod_relation)
         return "new", f"{prod_name} does not exist in production; reported as new"
-    prod = qualified(model.prod_relation)  # type: ignore[arg-type]
+    prod = conn.qualify(model.prod_relation)  # type: ignore[arg-type]
     acc["columns_added"] = tuple(c for c in branch_cols if c not in prod_cols)
     acc["columns_removed"] = tuple(c for c in prod_cols if c not in branch_cols)
     acc["columns_type_changed"] = tuple(

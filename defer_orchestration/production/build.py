@@ -126,8 +126,24 @@ def run_prod_build(
     latest: PublishedManifest | None,
     log: logging.Logger | None = None,
 ) -> ProdBuildResult:
-    """Build one commit of main into production; never publishes (``prod_manifest`` does)."""
+    """Build one commit of main into production; never publishes (``prod_manifest`` does).
+
+    Holds the warehouse's ``production_write`` throughout: where writers exclude readers
+    (DuckDB), new branch builds wait and running ones finish first."""
     log = log or logging.getLogger(__name__)
+    with settings.warehouse.production_write():
+        return _run_prod_build(settings, repo, request, run_id=run_id, latest=latest, log=log)
+
+
+def _run_prod_build(
+    settings: Settings,
+    repo: RepoSettings | None,
+    request: ProdBuildRequest,
+    *,
+    run_id: str,
+    latest: PublishedManifest | None,
+    log: logging.Logger,
+) -> ProdBuildResult:
     work = prod_build_dir(settings, run_id)
     target = prod_build_target_path(settings, run_id)
     with checked_out_head(settings, repo, request.sha, run_id) as (sha, project):
@@ -184,6 +200,7 @@ def run_prod_build(
         encoding="utf-8",
     )
     shutil.rmtree(work / "profiles", ignore_errors=True)
+    settings.warehouse.after_production_build(artifacts.relation_schemas(manifest))
     statuses = artifacts.result_statuses(run_results)
     built = {uid for uid, status in statuses.items() if uid in ran and status == artifacts.NodeStatus.SUCCESS}
     return ProdBuildResult(

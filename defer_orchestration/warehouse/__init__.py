@@ -31,7 +31,8 @@ def open_warehouse(
         return postgres_from_settings(
             host=given.get("host", ""), port=given.get("port", ""), user=given.get("user", ""),
             password=given.get("password", ""), dbname=given.get("dbname", ""), dsn=given.get("dsn", ""),
-            lock_timeout_s=lock_timeout_s,
+            lock_timeout_s=lock_timeout_s, ci_user=given.get("ci_user", ""),
+            ci_password=given.get("ci_password", ""), require_ci_role=bool(given.get("require_ci_role")),
         )
     raise ConfigurationError(
         f"unknown warehouse {kind!r}: DEFER_ORCH_WAREHOUSE must be one of {', '.join(WAREHOUSE_KINDS)}."

@@ -48,7 +48,6 @@ class SqlDialect:
     """The SQL bits that differ between warehouses (the defaults suit DuckDB and PostgreSQL)."""
 
     string_type: str = "varchar"
-    catalog_filter: str = "table_catalog = current_database()"
 
 
 def qualified(relation: Relation) -> str:
@@ -77,6 +76,21 @@ class WarehouseConnection(ABC):
         that owns it, for a custom schema).
         """
 
+    # Names -------------------------------------------------------------------------------
+
+    def qualify(self, relation: Relation) -> str:
+        """The SQL name of ``relation`` on this connection (DuckDB adds the database file's
+        catalog: production and each branch live in files of their own)."""
+        return qualified(relation)
+
+    def qualify_schema(self, schema: str) -> str:
+        """The SQL name of ``schema`` on this connection."""
+        return quote_identifier(schema)
+
+    def catalog_sql(self, schema: str) -> str:
+        """A SQL expression for the catalog (database) that holds ``schema``."""
+        return "current_database()"
+
     # Generic operations ------------------------------------------------------------------
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -97,7 +111,7 @@ class WarehouseConnection(ABC):
         """name -> type ('BASE TABLE' or 'VIEW') of the relations in ``schema``."""
         rows = self.rows(
             "select table_name, table_type from information_schema.tables "
-            f"where table_catalog = current_database() and table_schema = {self.placeholder} "
+            f"where table_catalog = {self.catalog_sql(schema)} and table_schema = {self.placeholder} "
             "order by 1",
             [schema],
         )
@@ -105,7 +119,7 @@ class WarehouseConnection(ABC):
 
     def row_count(self, schema: str, name: str) -> int:
         """``count(*)`` of one relation."""
-        return int(self.rows(f"select count(*) from {qualified((schema, name))}")[0][0])
+        return int(self.rows(f"select count(*) from {self.qualify((schema, name))}")[0][0])
 
     def columns(self, relations: Sequence[Relation]) -> Columns:
         """Column names and upper-case types of every relation of ``relations`` that
@@ -120,8 +134,12 @@ class WarehouseConnection(ABC):
         if not schemas:
             return {}
         listed = ", ".join(quote_string_literal(schema) for schema in schemas)
+        catalogs = " or ".join(
+            f"(table_schema = {quote_string_literal(schema)} and table_catalog = {self.catalog_sql(schema)})"
+            for schema in schemas
+        )
         sql = "select table_schema, table_name, column_name, data_type from information_schema.columns "
-        sql += f"where {self.dialect.catalog_filter} and table_schema in ({listed}) "
+        sql += f"where table_schema in ({listed}) and ({catalogs}) "
         sql += "order by table_schema, table_name, ordinal_position"
         found: Columns = {}
         for schema, table, name, dtype in self.rows(sql):
@@ -135,12 +153,12 @@ class WarehouseConnection(ABC):
         guard_branch_schema(schema, owner=owner)
         if schema not in self.list_schemas():
             return False
-        self.execute(f"drop schema {quote_identifier(schema)} cascade")
+        self.execute(f"drop schema {self.qualify_schema(schema)} cascade")
         return True
 
     def _registry(self) -> str:
-        table = qualified((REGISTRY_SCHEMA, REGISTRY_TABLE))
-        self.execute(f"create schema if not exists {quote_identifier(REGISTRY_SCHEMA)}")
+        table = self.qualify((REGISTRY_SCHEMA, REGISTRY_TABLE))
+        self.execute(f"create schema if not exists {self.qualify_schema(REGISTRY_SCHEMA)}")
         self.execute(
             f"create table if not exists {table} (schema_name varchar primary key, "
             "branch varchar not null, last_sha varchar, created_at double precision not null, "
@@ -171,12 +189,12 @@ class WarehouseConnection(ABC):
         count. Used for data made elsewhere (the demo's synthetic sources). An existing
         table is emptied, not dropped: views built on it (production's staging models)
         stay valid."""
-        self.execute(f"create schema if not exists {quote_identifier(relation[0])}")
+        self.execute(f"create schema if not exists {self.qualify_schema(relation[0])}")
         if relation[1] in self.list_relations(relation[0]):
-            self.execute(f"truncate table {qualified(relation)}")
+            self.execute(f"truncate table {self.qualify(relation)}")
         else:
             spec = ", ".join(f"{quote_identifier(name)} {kind}" for name, kind in columns)
-            self.execute(f"create table {qualified(relation)} ({spec})")
+            self.execute(f"create table {self.qualify(relation)} ({spec})")
         self._insert_rows(relation, len(columns), rows)
         return self.row_count(*relation)
 
@@ -184,7 +202,13 @@ class WarehouseConnection(ABC):
         """Insert ``rows`` (a driver may do it in batches)."""
         marks = ", ".join([self.placeholder] * width)
         for row in rows:
-            self.execute(f"insert into {qualified(relation)} values ({marks})", list(row))
+            self.execute(f"insert into {self.qualify(relation)} values ({marks})", list(row))
+
+    def expose_production_sources(self, sources: Sequence[tuple[str, str, str]]) -> list[str]:
+        """Make the branch's dbt sources ((database, schema, identifier) as the branch's
+        manifest resolves them) readable from its database; the ones exposed. Nothing to do
+        where production and branches share one database."""
+        return []
 
     def forget_branch_schema(self, schema: str) -> None:
         """Remove ``schema`` from the registry (after dropping it)."""
@@ -192,22 +216,43 @@ class WarehouseConnection(ABC):
 
 
 class Warehouse(ABC):
-    """Where production and branch schemas live, and how to reach them."""
+    """Where production and branch schemas live, and how to reach them.
+
+    Two scopes, because a branch's dbt code is untrusted input:
+
+    - *production* (:meth:`connect`, :meth:`dbt_output`): production builds, their row
+      counts, the demo's sources; may write everything;
+    - *a branch* (:meth:`connect_branch`, :meth:`dbt_branch_output`, :meth:`branch_dbt_env`,
+      held inside :meth:`isolate_branch`): writes only the branch's own schemas and reads
+      production through something that refuses writes (DuckDB: a read-only attachment of
+      production's file; PostgreSQL: a CI login role without write privileges there).
+    """
 
     kind: ClassVar[str]
     lock_timeout_s: float  # how long to wait while another process holds the warehouse
-    # True when the database allows one writing process at a time (DuckDB): every step
-    # that opens it then holds the single-slot Dagster pool, and branch builds queue.
+    # True when the database allows one writing process at a time for production and
+    # branches alike: every step that opens it then holds the single-slot Dagster pool.
     serialise_writers: ClassVar[bool]
 
     @abstractmethod
     def connect(self, *, read_only: bool = False) -> AbstractContextManager[WarehouseConnection]:
-        """Open a connection, waiting (with backoff, up to the lock timeout) while another
-        process holds the warehouse; closed when the block ends."""
+        """Open a production-scope connection, waiting (with backoff, up to the lock timeout)
+        while another process holds the warehouse; closed when the block ends."""
+
+    def connect_branch(self, owner: str) -> AbstractContextManager[WarehouseConnection]:
+        """A connection with the branch's privileges: it writes only ``owner``'s schemas
+        and reads production. The default (one database, one set of credentials) is the
+        production connection."""
+        return self.connect()
 
     @abstractmethod
     def dbt_output(self, schema: str, *, threads: int) -> dict[str, Any]:
-        """The dbt target (a ``profiles.yml`` output) writing into ``schema``."""
+        """The dbt target (a ``profiles.yml`` output) writing into production ``schema``."""
+
+    def dbt_branch_output(self, owner: str, schema: str, *, threads: int) -> dict[str, Any]:
+        """The dbt target of a branch build writing into ``schema`` (``owner``'s), with the
+        branch's privileges."""
+        return self.dbt_output(schema, threads=threads)
 
     @abstractmethod
     def locked_by(self, message: str) -> str | None:
@@ -225,12 +270,69 @@ class Warehouse(ABC):
 
     def schema_lock(self, schema: str) -> AbstractContextManager[None]:
         """Hold while operating on one branch schema, so a run and a teardown of the same
-        branch never overlap. Where writers are serialised anyway (DuckDB's single pool
-        slot), there is nothing to hold."""
+        branch never overlap."""
         return nullcontext()
 
     def dbt_env(self) -> dict[str, str]:
-        """Environment variables our dbt processes need (secrets the profile reads with
-        ``env_var``, never written into profiles.yml)."""
+        """Environment variables production's dbt processes need (secrets the profile reads
+        with ``env_var``, never written into profiles.yml)."""
         return {}
 
+    def branch_dbt_env(self) -> dict[str, str]:
+        """Environment variables a branch's dbt processes need; never production's secrets."""
+        return {}
+
+    # Isolation ---------------------------------------------------------------------------
+
+    def isolate_branch(self, owner: str, *, production_schemas: Sequence[str] = ()) -> AbstractContextManager[str]:
+        """Hold for a branch build: what keeps its dbt code away from production, described
+        for the run's summary. ``production_schemas`` are the schemas production's manifest
+        builds and reads (a CI role is granted read access to them)."""
+        return nullcontext(self.isolation())
+
+    def isolation(self) -> str:
+        """The isolation branch builds run under, one sentence."""
+        return "branches run with production's credentials"
+
+    def isolation_warning(self) -> str | None:
+        """A warning opening every branch summary when branches could write production."""
+        return None
+
+    def production_write(self) -> AbstractContextManager[None]:
+        """Hold while production is written (a production build); where writers exclude
+        readers (DuckDB), it waits for running branch builds and keeps new ones out."""
+        return nullcontext()
+
+    def after_production_build(self, production_schemas: Sequence[str]) -> None:
+        """Called after each production build (grants for a CI role)."""
+
+    # The branch-schema registry ----------------------------------------------------------
+
+    def register_branch_schemas(
+        self, owner: str, schemas: Sequence[str], *, branch: str, sha: str, now: float
+    ) -> None:
+        """Record (before building) that ``schemas`` (``owner`` and its custom schemas)
+        belong to ``branch`` and were used at ``now``. Written with production's
+        credentials: a branch's dbt code cannot edit the registry."""
+        with self.connect() as conn:
+            for schema in schemas:
+                conn.register_branch_schema(
+                    schema, branch=branch, sha=sha, now=now, owner=None if schema == owner else owner
+                )
+
+    def registered_branch_schemas(self) -> dict[str, tuple[str, float]]:
+        """schema -> (branch, last_built_at) of every schema this system created."""
+        with self.connect() as conn:
+            return conn.registered_branch_schemas()
+
+    def drop_branch(self, owner: str, schemas: Sequence[str]) -> list[str]:
+        """Drop ``schemas`` (registered to ``owner``) and forget them; the ones that existed."""
+        dropped = []
+        with self.connect_branch(owner) as conn:
+            for schema in schemas:
+                if conn.drop_branch_schema(schema, owner=None if schema == owner else owner):
+                    dropped.append(schema)
+        with self.connect() as conn:
+            for schema in schemas:
+                conn.forget_branch_schema(schema)
+        return dropped

@@ -22,12 +22,22 @@ import psycopg2.errors
 import psycopg2.extensions
 import psycopg2.extras
 
-from defer_orchestration.lib.errors import ConfigurationError, WarehouseError, WarehouseLockedError
-from defer_orchestration.lib.schema_names import guard_branch_schema, quote_identifier
+from defer_orchestration.lib.errors import (
+    BranchIsolationError,
+    ConfigurationError,
+    WarehouseError,
+    WarehouseLockedError,
+)
+from defer_orchestration.lib.schema_names import guard_branch_schema, is_branch_schema, is_owned_schema, quote_identifier
+from defer_orchestration.warehouse.base import REGISTRY_SCHEMA
 from defer_orchestration.warehouse.base import Cursor, Relation, Warehouse, WarehouseConnection, qualified
 
 # dbt reads the password from this variable (set only in the environment of our dbt processes).
 DBT_PASSWORD_ENV = "DEFER_ORCH_DBT_PGPASSWORD"
+# ... and a branch build's dbt the CI role's password from this one (never production's).
+DBT_CI_PASSWORD_ENV = "DEFER_ORCH_DBT_CI_PGPASSWORD"
+# Grants are serialised (parallel branch builds granting at once: "tuple concurrently updated").
+_GRANT_LOCK_KEY = 0x6465666572  # "defer"
 
 
 class PostgresConnection(WarehouseConnection):
@@ -87,6 +97,10 @@ class PostgresWarehouse(Warehouse):
     password: str = field(default="", repr=False)
     lock_timeout_s: float = 60.0
     connect_timeout_s: int = 10
+    # The login role branch builds connect as; empty: production's credentials.
+    ci_user: str = ""
+    ci_password: str = field(default="", repr=False)
+    require_ci_role: bool = False
 
     kind = "postgres"
     serialise_writers = False
@@ -95,18 +109,24 @@ class PostgresWarehouse(Warehouse):
         """Where the database is (never the password)."""
         return f"PostgreSQL database {self.dbname!r} at {self.host}:{self.port} as {self.user!r}"
 
-    def _open(self) -> Any:
+    def _open(self, *, ci: bool = False) -> Any:
+        user, password = (self.ci_user, self.ci_password) if ci else (self.user, self.password)
         try:
             conn = psycopg2.connect(
-                host=self.host, port=self.port, user=self.user, password=self.password or None,
+                host=self.host, port=self.port, user=user, password=password or None,
                 dbname=self.dbname, connect_timeout=self.connect_timeout_s,
                 application_name="defer-orchestration",
             )
         except psycopg2.OperationalError as exc:
-            reason = " ".join(str(exc).replace(self.password, "***").split()) if self.password else " ".join(str(exc).split())
+            reason = " ".join(str(exc).replace(password, "***").split()) if password else " ".join(str(exc).split())
+            credentials = (
+                "the CI role's credentials (DEFER_ORCH_CI_PGUSER, DEFER_ORCH_CI_PGPASSWORD)" if ci
+                else "the credentials (PGUSER, PGPASSWORD, PGDATABASE)"
+            )
+            where = f"PostgreSQL database {self.dbname!r} at {self.host}:{self.port} as {user!r}"
             raise WarehouseError(
-                f"could not connect to {self.describe()}: {reason}. Check that the server is running "
-                "and reachable (PGHOST, PGPORT), and the credentials (PGUSER, PGPASSWORD, PGDATABASE)."
+                f"could not connect to {where}: {reason}. Check that the server is running "
+                f"and reachable (PGHOST, PGPORT), and {credentials}."
             ) from exc
         conn.autocommit = True
         return conn
@@ -121,6 +141,113 @@ class PostgresWarehouse(Warehouse):
             yield PostgresConnection(conn)
         finally:
             conn.close()
+
+    @contextmanager
+    def connect_branch(self, owner: str) -> Iterator[WarehouseConnection]:
+        """A connection as the CI role (production's credentials when none is configured)."""
+        guard_branch_schema(owner)
+        conn = self._open(ci=bool(self.ci_user))
+        try:
+            yield PostgresConnection(conn)
+        finally:
+            conn.close()
+
+    def dbt_branch_output(self, owner: str, schema: str, *, threads: int) -> dict[str, Any]:
+        """The branch's dbt target, as the CI role when there is one."""
+        output = self.dbt_output(schema, threads=threads)
+        if self.ci_user:
+            output.update(user=self.ci_user, password="{{ env_var('" + DBT_CI_PASSWORD_ENV + "', '') }}")
+        return output
+
+    def branch_dbt_env(self) -> dict[str, str]:
+        """The CI role's password only (production's when there is no CI role)."""
+        return {DBT_CI_PASSWORD_ENV: self.ci_password} if self.ci_user else self.dbt_env()
+
+    @contextmanager
+    def isolate_branch(self, owner: str, *, production_schemas: Sequence[str] = ()) -> Iterator[str]:
+        """Refuse without a CI role when one is required; make sure the CI role reads production."""
+        if not self.ci_user:
+            if self.require_ci_role:
+                raise BranchIsolationError(
+                    "DEFER_ORCH_REQUIRE_CI_ROLE=true and no CI role is configured: branch builds would "
+                    "run with production's credentials, which can write production. Create a login "
+                    "role for CI and set DEFER_ORCH_CI_PGUSER and DEFER_ORCH_CI_PGPASSWORD. Nothing was built."
+                )
+        else:
+            self.grant_ci_role(production_schemas)
+        yield self.isolation()
+
+    def isolation(self) -> str:
+        """The CI role, or production's credentials."""
+        if self.ci_user:
+            return (
+                f"CI role: the branch's dbt connected as `{self.ci_user}`, which reads production's "
+                "schemas and writes only the branch schemas it creates."
+            )
+        return f"production's credentials: the branch's dbt connected as `{self.user}`, which can write production."
+
+    def isolation_warning(self) -> str | None:
+        """Production is writable from branches without a CI role."""
+        if self.ci_user:
+            return None
+        return (
+            "production is writable from branches: branch builds ran with production's credentials "
+            f"(`{self.user}`). Create a login role for CI and set DEFER_ORCH_CI_PGUSER and "
+            "DEFER_ORCH_CI_PGPASSWORD (DEFER_ORCH_REQUIRE_CI_ROLE=true refuses branch builds without one)."
+        )
+
+    def after_production_build(self, production_schemas: Sequence[str]) -> None:
+        """Keep the CI role's read access true for the relations this build made."""
+        if self.ci_user:
+            self.grant_ci_role(production_schemas)
+
+    def grant_ci_role(self, production_schemas: Sequence[str]) -> list[str]:
+        """With production's credentials, grant the CI role what branch builds need and no
+        more: CREATE on the database (branch schemas, which it then owns); USAGE on each
+        existing production schema, SELECT on its relations, and SELECT on relations
+        production creates there later (default privileges). The schemas granted."""
+        role = quote_identifier(self.ci_user)
+        granted: list[str] = []
+        with self.connect() as conn:
+            found = conn.rows("select rolcanlogin, rolsuper, rolbypassrls from pg_roles where rolname = %s", [self.ci_user])
+            if not found:
+                raise ConfigurationError(
+                    f"the CI role {self.ci_user!r} (DEFER_ORCH_CI_PGUSER) does not exist in {self.describe()}: "
+                    f"create it with `create role {role} login password '...'` (no other privileges)."
+                )
+            can_login, superuser, bypass = found[0]
+            if superuser or bypass or self.ci_user == self.user:
+                raise ConfigurationError(
+                    f"the CI role {self.ci_user!r} can write production (it is a superuser or production's own "
+                    "login): give branch builds a plain login role of their own."
+                )
+            if not can_login:
+                raise ConfigurationError(f"the CI role {self.ci_user!r} cannot log in: `alter role {role} login`.")
+            existing = set(conn.list_schemas())
+            schemas = sorted(
+                s for s in set(production_schemas) & existing
+                if s != REGISTRY_SCHEMA and not is_branch_schema(s)
+                and not any(is_owned_schema(s, o) for o in existing if is_branch_schema(o))
+            )
+            statements = [f"grant create on database {quote_identifier(self.dbname)} to {role}"]
+            for schema in schemas:
+                name = quote_identifier(schema)
+                statements += [
+                    f"grant usage on schema {name} to {role}",
+                    f"grant select on all tables in schema {name} to {role}",
+                    f"alter default privileges in schema {name} grant select on tables to {role}",
+                ]
+                granted.append(schema)
+            conn.execute("begin")
+            try:
+                conn.execute("select pg_advisory_xact_lock(%s)", [_GRANT_LOCK_KEY])
+                for statement in statements:
+                    conn.execute(statement)
+                conn.execute("commit")
+            except BaseException:
+                conn.execute("rollback")
+                raise
+        return granted
 
     @contextmanager
     def schema_lock(self, schema: str) -> Iterator[None]:
@@ -163,7 +290,8 @@ class PostgresWarehouse(Warehouse):
 
 
 def postgres_from_settings(
-    *, host: str, port: str | int, user: str, password: str, dbname: str, dsn: str, lock_timeout_s: float
+    *, host: str, port: str | int, user: str, password: str, dbname: str, dsn: str, lock_timeout_s: float,
+    ci_user: str = "", ci_password: str = "", require_ci_role: bool = False,
 ) -> PostgresWarehouse:
     """The warehouse from libpq-style settings; a DSN fills what the others leave empty."""
     from_dsn: dict[str, str] = {}
@@ -195,4 +323,5 @@ def postgres_from_settings(
     return PostgresWarehouse(
         host=chosen["host"], port=port_number, user=chosen["user"], dbname=chosen["dbname"],
         password=chosen["password"], lock_timeout_s=lock_timeout_s,
+        ci_user=ci_user.strip(), ci_password=ci_password, require_ci_role=require_ci_role,
     )

@@ -29,9 +29,8 @@ from defer_orchestration import constants as c
 from defer_orchestration.defs.assets.prod_manifest import build_prod_manifest_asset
 from defer_orchestration.branch.checkout import worktree_prefix, worktrees_dir
 from defer_orchestration.definitions import build_definitions
-from defer_orchestration.warehouse import base as warehouse
 from defer_orchestration.lib.manifest_store import ManifestStore
-from defer_orchestration.lib.schema_names import branch_schema_name, quote_identifier
+from defer_orchestration.lib.schema_names import branch_schema_name
 from defer_orchestration.defs.manifest_resolution import latest_published_manifest
 from defer_orchestration.resources import DeferOrchSettings
 from defer_orchestration.defs.sensors import build_branch_teardown_sensor
@@ -80,12 +79,7 @@ def _run_branch(defs: dg.Definitions, instance, branch: str) -> dg.ExecuteInProc
 
 
 def _registered(settings: DeferOrchSettings) -> set[str]:
-    schema, name = warehouse.REGISTRY_SCHEMA, warehouse.REGISTRY_TABLE
-    table = f"{quote_identifier(schema)}.{quote_identifier(name)}"
-    with settings.warehouse().connect(read_only=True) as conn:
-        if name not in conn.list_relations(schema):
-            return set()  # no branch was ever built in this warehouse
-        return {row[0] for row in conn.execute(f"select schema_name from {table}").fetchall()}
+    return set(settings.warehouse().registered_branch_schemas())
 
 
 class ForeignLockHolder:
@@ -448,10 +442,11 @@ def test_branch_deleted_while_its_run_is_queued_cancels_it_and_teardown_drops_th
     sha = push_branch(prod_env.repo, branch, {"README.md": "queued\n"}, tmp_path)
     settings = prod_env.settings
     # An earlier run built the schema, and a killed one left its worktree behind.
-    with settings.warehouse().connect() as conn:
-        conn.register_branch_schema(schema, branch=branch, sha=sha, now=time.time())
-        conn.execute(f"create schema {quote_identifier(schema)}")
-        conn.execute(f"create table {quote_identifier(schema)}.leftover as select 1 as x")
+    house = settings.warehouse()
+    house.register_branch_schemas(schema, [schema], branch=branch, sha=sha, now=time.time())
+    with house.connect_branch(schema) as conn:
+        conn.execute(f"create schema {conn.qualify_schema(schema)}")
+        conn.execute(f"create table {conn.qualify((schema, 'leftover'))} as select 1 as x")
     leftover = worktrees_dir(settings.core()) / f"{worktree_prefix(schema)}{sha[:12]}-deadbeef"
     leftover.mkdir(parents=True)
 

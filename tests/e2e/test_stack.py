@@ -35,9 +35,8 @@ from .e2e_stack import LOCATION, REPOSITORY, TERMINAL, Stack, overlaps, wait_for
 from helpers import commit_all, delete_branch, git, push_branch
 
 from defer_orchestration import constants as c
-from defer_orchestration.warehouse import base as warehouse
 from defer_orchestration.warehouse.duckdb import DuckDBWarehouse
-from defer_orchestration.lib.schema_names import branch_schema_name, quote_identifier
+from defer_orchestration.lib.schema_names import branch_schema_name
 
 pytestmark = [pytest.mark.e2e, pytest.mark.dbt]
 
@@ -96,10 +95,8 @@ def _relations(stack: Stack, schema: str) -> set[str]:
     return set(_read_warehouse(stack, lambda conn, s: conn.list_relations(s), schema))
 
 
-def _registered(conn) -> set[str]:
-    schema, name = warehouse.REGISTRY_SCHEMA, warehouse.REGISTRY_TABLE
-    table = f"{quote_identifier(schema)}.{quote_identifier(name)}"
-    return {row[0] for row in conn.execute(f"select schema_name from {table}").fetchall()}
+def _registered(stack: Stack) -> set[str]:
+    return set(DuckDBWarehouse(stack.home / "warehouse.duckdb", lock_timeout_s=10).registered_branch_schemas())
 
 
 def _output_metadata(stack: Stack, run_id: str, step: str = c.BRANCH_BUILD_OP) -> dict[str, object]:
@@ -348,7 +345,7 @@ def test_branch_deleted_during_dbt_build_is_cancelled_cleaned_and_torn_down(
     assert teardown_meta["dropped_schemas"] == [schema]
     schemas = set(_read_warehouse(stack, lambda conn: conn.list_schemas()))
     assert schema not in schemas and branch_schema_name(INT_BRANCH) in schemas
-    assert schema not in _read_warehouse(stack, _registered)
+    assert schema not in _registered(stack)
     assert not list((stack.home / "scratch" / "worktrees").glob(f"{schema}--*"))
     mirror = next((stack.home / "git").glob("mirror-*.git"))
     assert schema not in git(mirror, "worktree", "list")
