@@ -38,6 +38,7 @@ PHASE_OF = {
     "register_schema": "register_schema",  # open the warehouse, register the branch schema
     "parse": "dbt_parse",  # the time the run *waits* for the session's parse
     "read_artifacts": "read_artifacts",  # production's manifest and run results
+    "isolate": "read_artifacts",  # (reported with it) waiting behind a production build; DuckDB's guard
     "preview": "dbt_ls",  # the session's `dbt ls` of the selection
     "preflight": "preflight",  # pre-flight checks and incremental clones
     "build": "dbt_build",  # the session's `dbt build`

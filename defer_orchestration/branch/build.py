@@ -47,6 +47,7 @@ from defer_orchestration.lib.errors import (
     BranchIsolationError,
     DbtInvocationError,
     StaleStateError,
+    WarehouseError,
     WarehouseLockedError,
 )
 from defer_orchestration.lib.manifest_store import PublishedManifest
@@ -188,23 +189,27 @@ def _build_checkout(
     """Parse, preview, pre-flight, build and report, in the checked-out commit; the
     branch's isolation is entered into ``held`` (left by the caller after the report)."""
     where = f"commit {plan.sha[:12]} of branch {request.branch!r}"
-    paths = branch_dbt_paths(settings, repo, checkout, run_dir, schema, where=where, vars=plan.vars)
+    with phases.phase("read_artifacts"):
+        prod_manifest = _load_or_empty(plan.published, "manifest.json")
+    production_schemas = artifacts.relation_schemas(prod_manifest)
+    paths = branch_dbt_paths(
+        settings, repo, checkout, run_dir, schema, where=where, vars=plan.vars, production_schemas=production_schemas
+    )
     parsing = _start_parse(dbt, paths, settings.home, schema, reuse=request.reuse_parse and stable)
     # While dbt parses (the longest step of a slim run), talk to the warehouse and read
     # production's artifacts.
+    # From here to the end of the data diff, the branch's dbt code runs isolated from
+    # production (DuckDB: read-only attachment and a guard; PostgreSQL: the CI role).
+    with phases.phase("isolate"):
+        isolation = held.enter_context(
+            settings.warehouse.isolate_branch(schema, production_schemas=production_schemas)
+        )
     with phases.phase("register_schema"):
         # Registered before building, so teardown can drop even a half-built schema.
         settings.warehouse.register_branch_schemas(schema, [schema], branch=request.branch, sha=plan.sha, now=clock())
     with phases.phase("read_artifacts"):
         write_state(run_dir, sha=plan.sha, state=plan.state, exclude=plan.exclude, vars=plan.vars)
-        prod_manifest = _load_or_empty(plan.published, "manifest.json")
         prod_results = _load_or_empty(plan.published, "run_results.json")
-    # From here to the end of the data diff, the branch's dbt code runs isolated from
-    # production (DuckDB: read-only attachment and a guard; PostgreSQL: the CI role).
-    with phases.phase("isolate"):
-        isolation = held.enter_context(
-            settings.warehouse.isolate_branch(schema, production_schemas=artifacts.relation_schemas(prod_manifest))
-        )
     isolation_warning = settings.warehouse.isolation_warning()
     with phases.phase("parse"):
         parse_run, partial_parse = parsing.finish()
@@ -249,6 +254,14 @@ def _build_checkout(
         with phases.phase("build"):
             build = build_waiting_for_the_warehouse(dbt, build_args, paths, warehouse=settings.warehouse, log=log)
         commands.append(build)
+        lost = None if build.ok else settings.warehouse.connection_lost(build.output)
+        if lost is not None:
+            raise WarehouseError(
+                f"the connection to {settings.warehouse.describe()} was lost during dbt build of branch "
+                f"{request.branch!r} ({lost}). The branch's model is not at fault and nothing was written "
+                "to production. Check that the server is running and reachable (PGHOST, PGPORT), then "
+                "relaunch this run."
+            )
         if build.run_results() is None:
             raise DbtInvocationError(
                 f"dbt build of branch {request.branch!r} failed before running any node "

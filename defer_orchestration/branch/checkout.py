@@ -10,7 +10,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -83,6 +83,7 @@ def branch_dbt_paths(
     *,
     where: str,
     vars: Mapping[str, Any],
+    production_schemas: Sequence[str] = (),
 ) -> DbtPaths:
     """The dbt paths of a branch checkout, with a profile whose target ``branch`` writes
     ``schema``, the checkout's packages and ``vars``; ``where`` names the commit in errors."""
@@ -95,7 +96,11 @@ def branch_dbt_paths(
     try:
         profiles_dir = write_profiles_dir(
             run_dir / "profiles", profile_name(project_dir),
-            {c.BRANCH_TARGET: settings.warehouse.dbt_branch_output(schema, schema, threads=settings.threads)},
+            {
+                c.BRANCH_TARGET: settings.warehouse.dbt_branch_output(
+                    schema, schema, threads=settings.threads, production_schemas=production_schemas
+                )
+            },
             default_target=c.BRANCH_TARGET,
         )
     except ConfigurationError as exc:

@@ -7,6 +7,12 @@ branch's packages live in a cache keyed by its lock (``dbt/packages.py``), so th
 runner points dbt at another directory: with ``DEFER_ORCH_DBT_PACKAGES_DIR`` set, the
 project named by ``--project-dir`` loads its packages from there. The dbt session child
 (``dbt/session.py``) installs the same hook and sets the directory per command.
+
+Every dbt process we start also compares *configured* (unrendered) database and schema
+names in ``state:modified`` (dbt's behaviour flag
+``state_modified_compare_more_unrendered_values``), whatever the project sets: a branch
+builds into a database of its own (DuckDB: its own file), and with rendered names every
+source would look modified against production's manifest, selecting the whole project.
 """
 
 from __future__ import annotations
@@ -67,9 +73,31 @@ def install_packages_hook() -> None:
     setattr(runtime.RuntimeConfig, "_get_project_directories", project_directories)  # noqa: B010
 
 
+def install_state_flags_hook() -> None:
+    """Turn on ``state_modified_compare_more_unrendered_values`` in the flags dbt reads
+    from the project (``read_project_flags``, where ``dbt.cli.flags`` and ``dbt.flags``
+    find it)."""
+    from dbt.cli import flags as cli_flags
+    from dbt.config import project
+
+    original: Callable[[str, str], Any] = project.read_project_flags
+    if getattr(original, "_defer_orchestration", False):
+        return
+
+    def read_project_flags(project_dir: str, profiles_dir: str) -> Any:
+        found = original(project_dir, profiles_dir)
+        found.state_modified_compare_more_unrendered_values = True
+        return found
+
+    read_project_flags._defer_orchestration = True  # type: ignore[attr-defined]
+    project.read_project_flags = read_project_flags
+    cli_flags.read_project_flags = read_project_flags  # type: ignore[attr-defined]
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """``dbt`` with the packages directory of ``DEFER_ORCH_DBT_PACKAGES_DIR``."""
     args = list(sys.argv[1:] if argv is None else argv)
+    install_state_flags_hook()
     packages_dir = os.environ.get(ENV_PACKAGES_DIR) or None
     if packages_dir:
         set_packages_dir(packages_dir, project_dir_of(args) or os.getcwd())

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from defer_orchestration.dbt.cli import DbtPaths, DbtRun, dbt_arguments, dbt_environment
-from defer_orchestration.dbt.runner import install_packages_hook, set_packages_dir
+from defer_orchestration.dbt.runner import install_packages_hook, install_state_flags_hook, set_packages_dir
 from defer_orchestration.lib.errors import DbtInvocationError
 
 # Commands that only read the parsed manifest; any other command (build mutates it while
@@ -252,6 +252,7 @@ def _serve(requests: IO[str], replies: IO[str]) -> None:
 
     _share_state_loads()
     install_packages_hook()
+    install_state_flags_hook()
     manifest: Any = None
     for line in requests:
         if not line.strip():

@@ -249,9 +249,11 @@ class Warehouse(ABC):
     def dbt_output(self, schema: str, *, threads: int) -> dict[str, Any]:
         """The dbt target (a ``profiles.yml`` output) writing into production ``schema``."""
 
-    def dbt_branch_output(self, owner: str, schema: str, *, threads: int) -> dict[str, Any]:
+    def dbt_branch_output(
+        self, owner: str, schema: str, *, threads: int, production_schemas: Sequence[str] = ()
+    ) -> dict[str, Any]:
         """The dbt target of a branch build writing into ``schema`` (``owner``'s), with the
-        branch's privileges."""
+        branch's privileges; ``production_schemas`` are where production's relations are."""
         return self.dbt_output(schema, threads=threads)
 
     @abstractmethod
@@ -263,6 +265,11 @@ class Warehouse(ABC):
     @abstractmethod
     def describe(self) -> str:
         """Where the warehouse is, for messages (never a password)."""
+
+    def connection_lost(self, message: str) -> str | None:
+        """When ``message`` (dbt's output) says the connection to the server was lost
+        mid-command: the line saying so; otherwise None (an embedded database: never)."""
+        return None
 
     def lock_advice(self) -> str:
         """What to do when another process holds the warehouse."""

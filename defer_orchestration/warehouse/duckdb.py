@@ -2,7 +2,7 @@
 
 - Production lives in ``<home>/warehouse.duckdb`` (catalog ``warehouse``: the database
   name production's manifest records).
-- A branch builds into ``<home>/branches/<branch schema>.duckdb``: its own schemas and its
+- A branch builds into ``<home>/branches/db_<branch schema>.duckdb``: its own schemas and its
   slice of the registry. It reads production through a **read-only attachment under the
   catalog name production's manifest uses**, so deferred references resolve unchanged and
   any write to production (a post-hook, ``run_query``, an ``on-run-start`` hook, a seed or
@@ -66,8 +66,12 @@ from defer_orchestration.warehouse.base import (
 
 _LOCK_MARKER = "Could not set lock on file"
 _HOLDER = re.compile(r"Conflicting lock is held in (?P<proc>.+?) \(PID (?P<pid>\d+)\)")
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _OWNER_END = re.compile(r"_[0-9a-f]{10}(?=_|$)")
 BRANCHES_DIR = "branches"
+# A branch's file and catalog: ``db_<branch schema>``. Not the schema's own name: DuckDB
+# refuses ``a.b`` as ambiguous when ``a`` is both a catalog and a schema.
+BRANCH_CATALOG_PREFIX = "db_"
 LOCKS_DIR = "locks"
 _GUARD_READY = "ready"
 
@@ -76,6 +80,17 @@ def lock_holder(message: str) -> str | None:
     """The process DuckDB names as holding the lock, e.g. ``/usr/bin/duckdb (PID 42)``."""
     match = _HOLDER.search(message)
     return f"{match['proc']} (PID {match['pid']})" if match else None
+
+
+def branch_catalog(owner: str) -> str:
+    """The catalog (and file stem) of branch schema ``owner``'s database."""
+    return BRANCH_CATALOG_PREFIX + owner
+
+
+def owner_of_catalog(catalog: str) -> str | None:
+    """The branch schema whose database ``catalog`` is, or None."""
+    owner = catalog[len(BRANCH_CATALOG_PREFIX):] if catalog.startswith(BRANCH_CATALOG_PREFIX) else ""
+    return owner if is_branch_schema(owner) else None
 
 
 def owner_candidates(schema: str) -> list[str]:
@@ -119,11 +134,11 @@ class DuckDBConnection(WarehouseConnection):
         """The catalog (database file) holding ``schema`` on this connection."""
         if self._owner is not None:
             if schema == REGISTRY_SCHEMA or is_owned_schema(schema, self._owner):
-                return self._owner
+                return branch_catalog(self._owner)
             return self._production
         for owner in owner_candidates(schema):
             if self._attach_branch(owner):
-                return owner
+                return branch_catalog(owner)
         return self._production
 
     def _attach_branch(self, owner: str) -> bool:
@@ -131,12 +146,14 @@ class DuckDBConnection(WarehouseConnection):
         if owner not in self._attached:
             if self._branches is None:
                 return False
-            path = self._branches / f"{owner}.duckdb"
+            path = self._branches / f"{branch_catalog(owner)}.duckdb"
             if not path.is_file():
                 return False
             mode = " (READ_ONLY)" if self._read_only else ""
             try:
-                self.execute(f"attach {quote_string_literal(os.fspath(path))} as {quote_identifier(owner)}{mode}")
+                self.execute(
+                    f"attach {quote_string_literal(os.fspath(path))} as {quote_identifier(branch_catalog(owner))}{mode}"
+                )
             except duckdb.Error as exc:
                 raise WarehouseError(
                     f"could not open the branch database {path}: {exc}. A build of that branch may "
@@ -162,9 +179,13 @@ class DuckDBConnection(WarehouseConnection):
         """Schemas of production and of every branch file (the branch's own on a branch scope)."""
         if self._owner is None and self._branches is not None and self._branches.is_dir():
             for path in sorted(self._branches.glob("*.duckdb")):
-                if is_branch_schema(path.stem):
-                    self._attach_branch(path.stem)
-        catalogs = [self._production, *self._attached] if self._owner is None else [self._owner, self._production]
+                owner = owner_of_catalog(path.stem)
+                if owner is not None:
+                    self._attach_branch(owner)
+        if self._owner is None:
+            catalogs = [self._production, *(branch_catalog(owner) for owner in self._attached)]
+        else:
+            catalogs = [branch_catalog(self._owner), self._production]
         listed = ", ".join(quote_string_literal(c) for c in catalogs)
         rows = self.rows(f"select distinct schema_name from information_schema.schemata where catalog_name in ({listed})")
         return sorted(str(row[0]) for row in rows)
@@ -186,13 +207,13 @@ class DuckDBConnection(WarehouseConnection):
         existing: dict[str, dict[str, str]] = {}
         exposed = []
         for database, schema, identifier in sources:
-            if database.lower() != self._owner or is_owned_schema(schema, self._owner):
+            if database.lower() != branch_catalog(self._owner) or is_owned_schema(schema, self._owner):
                 continue  # an explicit database resolves by itself; a branch schema is the branch's
             if schema not in existing:
                 existing[schema] = self.list_relations(schema)  # production's (routing)
             if identifier not in existing[schema]:
                 continue  # not in production: dbt reports the missing relation itself
-            branch_schema = f"{quote_identifier(self._owner)}.{quote_identifier(schema)}"
+            branch_schema = f"{quote_identifier(branch_catalog(self._owner))}.{quote_identifier(schema)}"
             view = f"{branch_schema}.{quote_identifier(identifier)}"
             self.execute(f"create schema if not exists {branch_schema}")
             self.execute(f"create or replace view {view} as select * from {self.qualify((schema, identifier))}")
@@ -228,7 +249,7 @@ class DuckDBWarehouse(Warehouse):
 
     def branch_path(self, owner: str) -> Path:
         """The file of branch schema ``owner`` (and its custom schemas)."""
-        return self.branches_dir / f"{guard_branch_schema(owner)}.duckdb"
+        return self.branches_dir / f"{branch_catalog(guard_branch_schema(owner))}.duckdb"
 
     def _locks(self) -> Path:
         locks = Path(self.path).parent / LOCKS_DIR
@@ -284,6 +305,17 @@ class DuckDBWarehouse(Warehouse):
         finally:
             conn.close()
 
+    @contextmanager
+    def _branch_only(self, owner: str) -> Iterator[WarehouseConnection]:
+        """The branch's file alone (no production attached)."""
+        conn = self._open(self.branch_path(owner), read_only=False, what="the branch database")
+        try:
+            yield DuckDBConnection(
+                conn, production_catalog=self.production_catalog, branches_dir=self.branches_dir, owner=owner
+            )
+        finally:
+            conn.close()
+
     def _attach_production(self, conn: duckdb.DuckDBPyConnection) -> None:
         sql = (
             f"attach {quote_string_literal(os.fspath(self.path))} as "
@@ -297,9 +329,12 @@ class DuckDBWarehouse(Warehouse):
             except duckdb.Error as exc:
                 message = str(exc)
                 delay = next(delays, None)
-                if _LOCK_MARKER not in message or delay is None:
+                if _LOCK_MARKER not in message:
+                    raise WarehouseError(f"could not attach production ({self.path}) read-only: {message}") from exc
+                if delay is None:
                     raise WarehouseLockedError(
-                        f"could not attach production ({self.path}) read-only: {message}. {self.lock_advice()}"
+                        f"the warehouse {self.path} is locked by {lock_holder(message) or 'another process'}; "
+                        f"waited {self.lock_timeout_s:.0f} s. {self.lock_advice()}"
                     ) from exc
                 self.sleep(delay)
 
@@ -309,14 +344,38 @@ class DuckDBWarehouse(Warehouse):
         """A dbt-duckdb target writing into ``schema`` of production's file."""
         return {"type": "duckdb", "path": os.fspath(self.path), "schema": schema, "threads": threads}
 
-    def dbt_branch_output(self, owner: str, schema: str, *, threads: int) -> dict[str, Any]:
-        """A dbt-duckdb target writing the branch's file, production attached read-only."""
+    def dbt_branch_output(
+        self, owner: str, schema: str, *, threads: int, production_schemas: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        """A dbt-duckdb target writing the branch's file, production attached read-only.
+
+        Its search path lists production's schemas after the branch's own, so SQL that names
+        a production relation without its database (``raw.orders``, written by hand rather
+        than through ``source()``) still reads production (when production's file could be
+        read as the profile was written: DuckDB refuses a search path naming a missing schema)."""
         output: dict[str, Any] = {
             "type": "duckdb", "path": os.fspath(self.branch_path(owner)), "schema": schema, "threads": threads,
         }
         if Path(self.path).is_file():
             output["attach"] = [{"path": os.fspath(self.path), "alias": self.production_catalog, "read_only": True}]
+            existing = self._production_schemas_now()
+            if existing is not None:  # DuckDB refuses a search path naming a missing schema
+                named = sorted(s for s in set(production_schemas) & existing if _PLAIN_NAME.fullmatch(s))
+                path = [f"{branch_catalog(owner)}.main", *(f"{self.production_catalog}.{s}" for s in named)]
+                output["settings"] = {"search_path": ",".join(path)}
         return output
+
+    def _production_schemas_now(self) -> set[str] | None:
+        """Production's schemas, or None when its file cannot be read right now (a
+        production build holds it)."""
+        try:
+            conn = duckdb.connect(str(self.path), read_only=True)
+        except duckdb.Error:
+            return None
+        try:
+            return {str(row[0]) for row in conn.execute("select schema_name from information_schema.schemata").fetchall()}
+        finally:
+            conn.close()
 
     def locked_by(self, message: str) -> str | None:
         """DuckDB's "Could not set lock on file" and the process it names."""
@@ -415,8 +474,8 @@ class DuckDBWarehouse(Warehouse):
     def register_branch_schemas(
         self, owner: str, schemas: Sequence[str], *, branch: str, sha: str, now: float
     ) -> None:
-        """The registry rows live in the branch's own file."""
-        with self.connect_branch(owner) as conn:
+        """The registry rows live in the branch's own file (production is not needed)."""
+        with self._branch_only(owner) as conn:
             for schema in schemas:
                 conn.register_branch_schema(
                     schema, branch=branch, sha=sha, now=now, owner=None if schema == owner else owner
@@ -429,8 +488,8 @@ class DuckDBWarehouse(Warehouse):
         if not self.branches_dir.is_dir():
             return found
         for path in sorted(self.branches_dir.glob("*.duckdb")):
-            owner = path.stem
-            if not is_branch_schema(owner):
+            owner = owner_of_catalog(path.stem)
+            if owner is None:
                 continue
             try:
                 conn = duckdb.connect(str(path), read_only=True)
@@ -441,7 +500,7 @@ class DuckDBWarehouse(Warehouse):
                     f"select schema_name, branch, last_built_at from {quote_identifier(REGISTRY_SCHEMA)}.branch_schemas"
                 ).fetchall()
             except duckdb.Error:
-                rows = [(owner, "", 0.0)]  # a file without registry: a half-made branch, idle
+                rows = []  # no registry yet: nothing this system built there
             finally:
                 conn.close()
             for schema, branch, at in rows:
@@ -475,8 +534,12 @@ def _start_guard(path: Path, timeout_s: float) -> subprocess.Popen[str]:
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()
     if line != _GUARD_READY:
-        _stop_guard(proc)
-        error = (proc.stderr.read() if proc.stderr else "").strip().splitlines()
+        try:
+            _, stderr = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, stderr = proc.communicate()
+        error = [part.split(": ", 1)[-1] for part in (stderr or "").strip().splitlines()]
         raise WarehouseLockedError(
             f"could not hold production ({path}) read-only for the branch build: "
             f"{error[-1] if error else line or 'the guard process exited'}. Nothing was built; relaunch."

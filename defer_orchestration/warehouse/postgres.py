@@ -12,6 +12,7 @@ advisory lock). The password never appears in messages, metadata or the generate
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -36,6 +37,13 @@ from defer_orchestration.warehouse.base import Cursor, Relation, Warehouse, Ware
 DBT_PASSWORD_ENV = "DEFER_ORCH_DBT_PGPASSWORD"
 # ... and a branch build's dbt the CI role's password from this one (never production's).
 DBT_CI_PASSWORD_ENV = "DEFER_ORCH_DBT_CI_PGPASSWORD"
+# How libpq and PostgreSQL say the server went away under a running command.
+_CONNECTION_LOST = re.compile(
+    r"server closed the connection unexpectedly|terminating connection due to administrator command"
+    r"|the database system is (shutting down|starting up|in recovery mode)|could not connect to server"
+    r"|connection to server at .* failed|SSL SYSCALL error: EOF detected|no connection to the server",
+    re.IGNORECASE,
+)
 # Grants are serialised (parallel branch builds granting at once: "tuple concurrently updated").
 _GRANT_LOCK_KEY = 0x6465666572  # "defer"
 
@@ -152,7 +160,9 @@ class PostgresWarehouse(Warehouse):
         finally:
             conn.close()
 
-    def dbt_branch_output(self, owner: str, schema: str, *, threads: int) -> dict[str, Any]:
+    def dbt_branch_output(
+        self, owner: str, schema: str, *, threads: int, production_schemas: Sequence[str] = ()
+    ) -> dict[str, Any]:
         """The branch's dbt target, as the CI role when there is one."""
         output = self.dbt_output(schema, threads=threads)
         if self.ci_user:
@@ -282,6 +292,13 @@ class PostgresWarehouse(Warehouse):
 
     def locked_by(self, message: str) -> str | None:
         """PostgreSQL has no file lock: never "locked"."""
+        return None
+
+    def connection_lost(self, message: str) -> str | None:
+        """The server went away (stopped, restarted, unreachable) while dbt ran."""
+        for line in message.splitlines():
+            if _CONNECTION_LOST.search(line):
+                return " ".join(line.split())[:300]
         return None
 
     def lock_advice(self) -> str:

@@ -4,6 +4,10 @@ The stack's Dagster instance keeps runs, event log and schedules in SQLite (the 
 ``.dagster_home/dagster.yaml``) unless the module overrides ``stack_storage`` with
 ``"postgres"``: then ``deploy/postgres/dagster.yaml`` on a database of its own on the
 worker's throwaway PostgreSQL server (``pg_server``, tests/postgres_fixtures.py).
+Likewise the warehouse is DuckDB (a file in ``DEFER_ORCH_HOME``) unless the module
+overrides ``stack_warehouse`` with ``"postgres"``: then another database of that server,
+reached through ``DEFER_ORCH_WAREHOUSE=postgres`` and the ``PG*`` variables, with the
+instance's ``branch_builds`` pool limited to 4 (what ``make dev-pg`` sets).
 
 When a test that uses the stack fails, the tails of the stack's logs (webserver, daemon,
 code server) are attached to its report; the full logs stay under the test's tmp dir.
@@ -20,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from .e2e_stack import (
+    BRANCH_POOL_LIMIT,
     POSTGRES_DAGSTER_YAML,
     PROJECT_DAGSTER_YAML,
     REPO_ROOT,
@@ -41,6 +46,7 @@ WATCHED = "feature/*"
 
 
 STORAGES = ("sqlite", "postgres")
+WAREHOUSES = ("duckdb", "postgres")
 
 
 @pytest.fixture(scope="module")
@@ -51,17 +57,33 @@ def stack_storage() -> str:
 
 
 @pytest.fixture(scope="module")
+def stack_warehouse() -> str:
+    """Where the module's stack keeps production and branch schemas: "duckdb", or
+    "postgres" in a module that overrides this fixture (see test_stack_postgres.py)."""
+    return "duckdb"
+
+
+@pytest.fixture(scope="module")
 def stack(
-    tmp_path_factory: pytest.TempPathFactory, stack_storage: str, request: pytest.FixtureRequest
+    tmp_path_factory: pytest.TempPathFactory,
+    stack_storage: str,
+    stack_warehouse: str,
+    request: pytest.FixtureRequest,
 ) -> Iterator[Stack]:
     """Code server + webserver + daemon on loopback over a scratch repo and DAGSTER_HOME.
 
     The repo, workspace and logs live under pytest's tmp dir; DAGSTER_HOME and
-    DEFER_ORCH_HOME (event log, warehouse) on tmpfs when there is one.
+    DEFER_ORCH_HOME (event log, DuckDB warehouse) on tmpfs when there is one.
     """
     assert stack_storage in STORAGES, f"stack_storage must be one of {STORAGES}"
-    with _instance_storage(stack_storage, request) as (instance_yaml, storage_env):
-        yield from _run_stack(tmp_path_factory, instance_yaml, storage_env)
+    assert stack_warehouse in WAREHOUSES, f"stack_warehouse must be one of {WAREHOUSES}"
+    with (
+        _instance_storage(stack_storage, request) as (instance_yaml, storage_env),
+        _warehouse(stack_warehouse, request) as (warehouse_env, pool_limits),
+    ):
+        yield from _run_stack(
+            tmp_path_factory, instance_yaml, storage_env, warehouse_env, pool_limits
+        )
 
 
 @contextmanager
@@ -82,8 +104,31 @@ def _instance_storage(
             pg_server.drop_database(dbname)
 
 
+@contextmanager
+def _warehouse(
+    kind: str, request: pytest.FixtureRequest
+) -> Iterator[tuple[dict[str, str], dict[str, int]]]:
+    """The variables that choose the warehouse, and the instance's pool limits it needs;
+    for PostgreSQL a fresh database on the worker's server, dropped afterwards."""
+    if kind == "duckdb":
+        yield {}, {}
+        return
+    pg_server = request.getfixturevalue("pg_server")
+    dbname = pg_server.create_database()
+    try:
+        env = {c.ENV_WAREHOUSE: "postgres", **pg_server.for_database(dbname).env()}
+        yield env, {c.BRANCH_POOL: BRANCH_POOL_LIMIT}
+    finally:
+        if pg_server.running():
+            pg_server.drop_database(dbname)
+
+
 def _run_stack(
-    tmp_path_factory: pytest.TempPathFactory, instance_yaml: Path, storage_env: dict[str, str]
+    tmp_path_factory: pytest.TempPathFactory,
+    instance_yaml: Path,
+    storage_env: dict[str, str],
+    warehouse_env: dict[str, str],
+    pool_limits: dict[str, int],
 ) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("e2e_stack")
     repo = repo_with_bundled_project(root / "repo")
@@ -97,12 +142,14 @@ def _run_stack(
         while port == grpc_port:
             port = free_port()
         write_instance(
-            dagster_home, workspace, grpc_port, source=instance_yaml, storage_env=storage_env
+            dagster_home, workspace, grpc_port, source=instance_yaml, storage_env=storage_env,
+            pool_limits=pool_limits,
         )
         env = stack_env(
             os.environ,
             {
                 **storage_env,
+                **warehouse_env,
                 "DAGSTER_HOME": str(dagster_home),
                 c.ENV_HOME: str(home),
                 c.ENV_DBT_PROJECT_DIR: str(repo / "dbt_project"),
@@ -121,7 +168,8 @@ def _run_stack(
             stack.wait_ready(timeout=120)
             print(
                 f"\n[e2e] stack ready in {time.monotonic() - started:.1f} s at {stack.url} "
-                f"(instance: {instance_yaml.relative_to(REPO_ROOT)})"
+                f"(instance: {instance_yaml.relative_to(REPO_ROOT)}, "
+                f"warehouse: {warehouse_env.get(c.ENV_WAREHOUSE, 'duckdb')})"
             )
             yield stack
         finally:

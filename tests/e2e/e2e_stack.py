@@ -13,7 +13,8 @@ logging to a file under the test's tmp dir:
 ``DAGSTER_HOME`` is a fresh directory holding a copy of the project's
 ``.dagster_home/dagster.yaml`` (SQLite storage, pool ``duckdb_warehouse`` limited to 1, run
 queue), or of ``deploy/postgres/dagster.yaml`` (storage on PostgreSQL, read from the
-``DAGSTER_PG_*`` variables).
+``DAGSTER_PG_*`` variables; with the PostgreSQL warehouse, pool ``branch_builds`` limited
+to 4 in the instance).
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ TEST_RUN_COORDINATOR = {
     "class": "QueuedRunCoordinator",
     "config": {"dequeue_interval_seconds": 1},
 }
+
+# The instance's limit of the pool branch builds hold on a PostgreSQL warehouse, as `make
+# dev-pg` sets it (`dagster instance concurrency set branch_builds 4`); a dagster.yaml sets
+# only the default limit (1).
+BRANCH_POOL_LIMIT = 4
 
 TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
 ACTIVE = {"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"}
@@ -481,12 +487,15 @@ def write_instance(
     *,
     source: Path = PROJECT_DAGSTER_YAML,
     storage_env: Mapping[str, str] | None = None,
+    pool_limits: Mapping[str, int] | None = None,
 ) -> None:
     """DAGSTER_HOME with a copy of ``source`` (a dagster.yaml); a workspace on the code server.
 
     The instance's storages are created here, before any process starts: three processes
     creating them at once race ("table job_ticks already exists"). ``storage_env`` holds
     the variables ``source`` reads (``DAGSTER_PG_*``); they are set only meanwhile.
+    ``pool_limits`` are stored in the instance as ``dagster instance concurrency set POOL
+    LIMIT`` does (a dagster.yaml holds only the default limit).
     """
     from dagster import DagsterInstance
 
@@ -503,6 +512,8 @@ def write_instance(
         instance.get_runs(limit=1)
         instance.all_instigator_state()
         instance.event_log_storage.get_concurrency_keys()
+        for pool, limit in (pool_limits or {}).items():
+            instance.event_log_storage.set_concurrency_slots(pool, limit)
     workspace.write_text(
         "load_from:\n"
         "  - grpc_server:\n"

@@ -363,9 +363,13 @@ def test_a_foreign_lock_is_waited_for_then_named_and_nothing_is_reported(
     assert branch_schema_name(branch) not in _registered(settings)
 
 
+BRANCH_DURING_DBT = "feature/lock-during-dbt"
+
+
 def _hold_the_lock_around_dbt_build(monkeypatch, settings, *, release_after_first: bool):
-    """Make a foreign process take the lock right before `dbt build` (after our own
-    connections closed): the window in which only dbt itself can notice the holder."""
+    """Make a foreign process take the branch's database right before `dbt build` (after
+    our own connections closed): the window in which only dbt itself can notice the holder.
+    (Production's file cannot be taken then: the branch's guard holds it read-only.)"""
     from defer_orchestration.dbt.session import DbtSession
 
     real_invoke = DbtSession.invoke
@@ -377,7 +381,7 @@ def _hold_the_lock_around_dbt_build(monkeypatch, settings, *, release_after_firs
             return real_invoke(self, args, paths, **kwargs)
         builds.append(1)
         if len(builds) == 1:
-            holders.append(ForeignLockHolder(settings.warehouse().path))
+            holders.append(ForeignLockHolder(settings.warehouse().branch_path(branch_schema_name(BRANCH_DURING_DBT))))
         try:
             return real_invoke(self, args, paths, **kwargs)
         finally:
@@ -403,7 +407,7 @@ def test_a_lock_taken_just_before_dbt_build_is_waited_for(
         warehouse_lock_timeout_s=60.0,
     )
     defs = build_definitions(settings)
-    branch = "feature/lock-during-dbt"
+    branch = BRANCH_DURING_DBT
     model = "dbt_project/models/marts/payment_method_summary.sql"
     _push_edit(prod_env, branch, model, tmp_path)
     holders, builds = _hold_the_lock_around_dbt_build(

@@ -36,7 +36,7 @@ def test_owner_candidates_find_the_branch_schema_a_custom_schema_belongs_to() ->
 def test_a_branch_connection_writes_its_own_file_and_reads_production(house: DuckDBWarehouse) -> None:
     with house.connect_branch(OWNER) as conn:
         assert conn.copy_table(("prod", "customers"), (OWNER, "customers"), owner=OWNER) == 20
-        assert conn.qualify((OWNER, "customers")) == f'"{OWNER}"."{OWNER}"."customers"'
+        assert conn.qualify((OWNER, "customers")) == f'"db_{OWNER}"."{OWNER}"."customers"'
         assert conn.qualify(("prod", "customers")) == '"warehouse"."prod"."customers"'
         for statement in (
             "delete from warehouse.prod.customers",
@@ -53,12 +53,12 @@ def test_a_branch_connection_writes_its_own_file_and_reads_production(house: Duc
 
 
 def test_sources_are_exposed_as_views_over_production(house: DuckDBWarehouse) -> None:
-    sources = [(OWNER, "raw", "orders"), (OWNER, "raw", "missing"), ("warehouse", "raw", "orders")]
+    sources = [(f"db_{OWNER}", "raw", "orders"), (f"db_{OWNER}", "raw", "missing"), ("warehouse", "raw", "orders")]
     with house.connect_branch(OWNER) as conn:
         assert conn.expose_production_sources(sources) == ["raw.orders"]
-        assert conn.rows(f'select count(*) from "{OWNER}"."raw"."orders"') == [(5,)]
+        assert conn.rows(f'select count(*) from "db_{OWNER}"."raw"."orders"') == [(5,)]
         with pytest.raises(duckdb.Error):
-            conn.execute(f'insert into "{OWNER}"."raw"."orders" values (1)')  # a view
+            conn.execute(f'insert into "db_{OWNER}"."raw"."orders" values (1)')  # a view
 
 
 def test_the_registry_lives_in_each_branch_file_and_teardown_deletes_the_file(house: DuckDBWarehouse) -> None:
@@ -145,3 +145,15 @@ def test_refused_writes_and_production_schemas_from_artifacts() -> None:
     }
     assert relation_schemas(manifest) == ["prod", "prod_raw", "raw"]
     assert source_relations(manifest) == [("w", "raw", "o")]
+
+
+def test_views_on_views_in_a_branch_file_resolve(house: DuckDBWarehouse) -> None:
+    """dbt's views over views over source views, as a full branch build makes them (a
+    catalog named like the schema made DuckDB call such references ambiguous)."""
+    with house.connect_branch(OWNER) as conn:
+        conn.expose_production_sources([(f"db_{OWNER}", "raw", "orders")])
+        conn.execute(f"create schema {conn.qualify_schema(OWNER)}")
+        first, second = conn.qualify((OWNER, "stg_orders")), conn.qualify((OWNER, "int_orders"))
+        conn.execute(f'create view {first} as (select * from "db_{OWNER}"."raw"."orders")')
+        conn.execute(f"create view {second} as (select count(*) as n from {first})")
+        assert conn.rows(f"select n from {second}") == [(5,)]
