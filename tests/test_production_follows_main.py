@@ -16,6 +16,9 @@ from conftest import ProdEnv, built_prod_env
 from helpers import commit_all, git, push_branch, run_branch, step_metadata
 
 from defer_orchestration import constants as c
+from defer_orchestration.branch import comparison
+from defer_orchestration.branch.comparison import commit_manifest_cache
+from defer_orchestration.production.head import prepare_head_manifest
 from defer_orchestration.defs.manifest_resolution import latest_published_manifest
 
 pytestmark = pytest.mark.dbt  # runs dbt (see tests/conftest.py)
@@ -51,7 +54,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProdEnv]:
         yield built
 
 
-def test_a_merge_is_built_and_published_without_a_reload(env: ProdEnv, tmp_path: Path) -> None:
+def test_a_merge_is_built_and_published_without_a_reload(
+    env: ProdEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     first = _tick(env, None)
     assert [r.run_key for r in first.run_requests] == [f"main@{env.repo_head}"]
     cursor = first.cursor
@@ -73,6 +78,17 @@ def test_a_merge_is_built_and_published_without_a_reload(env: ProdEnv, tmp_path:
     with env.settings.warehouse().connect(read_only=True) as conn:
         assert conn.row_count("prod", "z_order_count") == 1
     assert _tick(env, tick.cursor).run_requests == []
+    # The next load of the code location takes main's head from that build: no dbt runs.
+    core = env.settings.core()
+    repo = env.defs.resources["branch_settings"].repo_settings(env.settings)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a load after production built the head ran dbt")
+
+    monkeypatch.setattr(comparison, "run_dbt", refuse)
+    cached = commit_manifest_cache(core, head, core.dbt_vars) / "manifest.json"
+    assert prepare_head_manifest(core, repo) == cached
+    assert "model.shop.z_order_count" in json.loads(cached.read_text())["nodes"]
 
 
 def test_changed_mode_rebuilds_only_the_merge_and_publishes_a_complete_manifest(env: ProdEnv, tmp_path: Path) -> None:

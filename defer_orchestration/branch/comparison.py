@@ -150,13 +150,38 @@ def vars_key(vars: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(dict(vars), sort_keys=True, default=str).encode()).hexdigest()
 
 
+def commit_manifest_cache(settings: Settings, sha: str, vars: Mapping[str, Any]) -> Path:
+    """Where the parse of ``sha`` with ``vars`` for the prod target is cached."""
+    return settings.home / "state_cache" / (f"{sha}-{vars_key(vars)[:12]}" if vars else sha)
+
+
+def store_commit_manifest(settings: Settings, sha: str, vars: Mapping[str, Any], manifest: Path) -> bool:
+    """Cache a manifest of ``sha`` made for the prod target with ``vars`` (a production
+    build's), so the next code-location load or merge-base comparison of that commit runs
+    no dbt. Whether it was stored (False: one was there already)."""
+    cache = commit_manifest_cache(settings, sha, vars)
+    if (cache / "manifest.json").is_file():
+        return False
+    staging = cache.parent / f".{sha}.{uuid.uuid4().hex[:8]}.tmp"
+    staging.mkdir(parents=True)
+    try:
+        shutil.copyfile(manifest, staging / "manifest.json")
+        try:
+            os.rename(staging, cache)
+        except OSError:
+            return False  # another process stored it meanwhile
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return True
+
+
 def parse_commit_manifest(
     settings: Settings, repo: RepoSettings, mirror: Path, sha: str, *, vars: Mapping[str, Any]
 ) -> tuple[Path, DbtRun | None]:
     """A manifest of ``sha`` parsed for the prod target with ``vars`` (the branch's own, so
     ``state:modified`` compares like with like), cached by commit sha and vars; the dbt
     run when it parsed (None when cached)."""
-    cache = settings.home / "state_cache" / (f"{sha}-{vars_key(vars)[:12]}" if vars else sha)
+    cache = commit_manifest_cache(settings, sha, vars)
     if (cache / "manifest.json").is_file():
         return cache, None
     token = uuid.uuid4().hex[:8]

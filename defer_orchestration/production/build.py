@@ -25,6 +25,7 @@ from typing import Any
 
 from defer_orchestration import constants as c
 from defer_orchestration.branch.checkout import mirror_dir, worktrees_dir
+from defer_orchestration.branch.comparison import store_commit_manifest
 from defer_orchestration.dbt import artifacts
 from defer_orchestration.dbt.cli import DbtPaths, DbtRun, run_dbt
 from defer_orchestration.dbt.packages import packages_dir_for
@@ -201,6 +202,9 @@ def _run_prod_build(
     )
     shutil.rmtree(work / "profiles", ignore_errors=True)
     settings.warehouse.after_production_build(artifacts.relation_schemas(manifest))
+    if sha and manifest:
+        # The next load of this commit (main's head) takes the asset graph from here: no dbt.
+        store_commit_manifest(settings, sha, request.vars, target / "manifest.json")
     statuses = artifacts.result_statuses(run_results)
     built = {uid for uid, status in statuses.items() if uid in ran and status == artifacts.NodeStatus.SUCCESS}
     return ProdBuildResult(
