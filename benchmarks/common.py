@@ -3,16 +3,22 @@ number formatting, and the git and dbt subprocesses the benchmarks start themsel
 
 Imports nothing from ``benchmarks`` nor from the product at import time, so any
 benchmark module can import it without a cycle.
+
+Also: environment variables set for a block, the throwaway PostgreSQL server module of
+the tests, and what else ran on the machine meanwhile (:class:`LoadSampler`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -117,3 +123,182 @@ def dbt_env() -> dict[str, str]:
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
         "DBT_USE_COLORS": "false",
     }
+
+
+@contextlib.contextmanager
+def environ(values: dict[str, str]) -> Iterator[None]:
+    """``values`` set in ``os.environ`` for the block, then what was there restored.
+
+    For the few things that read the environment when they start (a Dagster instance
+    resolving ``{env: ...}``, a dbt subprocess inheriting ``os.environ``).
+    """
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+def pg_server_module() -> Any:
+    """``tests/postgres_server.py`` (a throwaway PostgreSQL server; no Dagster, no pytest
+    in it): imported from the tests, not copied."""
+    tests = os.fspath(REPO_ROOT / "tests")
+    if tests not in sys.path:
+        sys.path.append(tests)
+    import postgres_server
+
+    return postgres_server
+
+
+# What else ran on the machine ---------------------------------------------------------------
+
+
+def _proc_times() -> dict[int, tuple[int, int]]:
+    """pid -> (ppid, CPU ticks of the process and its reaped children) for every process."""
+    out: dict[int, tuple[int, int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                raw = f.read()
+        except OSError:  # gone meanwhile
+            continue
+        fields = raw[raw.rindex(b")") + 2:].split()
+        # Fields 4 (ppid) and 14-17 (utime, stime, cutime, cstime) of proc(5), counted from
+        # field 3 (state) after the command name.
+        out[int(entry.name)] = (int(fields[1]), sum(int(x) for x in fields[11:15]))
+    return out
+
+
+def _busy_ticks() -> int:
+    """CPU ticks spent busy on all cores since boot (/proc/stat: user, nice, system, irq,
+    softirq, steal)."""
+    with open("/proc/stat", encoding="ascii") as f:
+        cpu = f.readline().split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in cpu[:8])
+    return user + nice + system + irq + softirq + steal
+
+
+class LoadSampler:
+    """The machine's load while a benchmark runs, split into "ours" and "others".
+
+    Every ``interval`` seconds (and at every phase boundary) it reads the 1-minute load
+    average, the CPU ticks all cores spent busy (/proc/stat), and the CPU ticks of our
+    processes: the trees under ``roots`` (this process, plus e.g. a PostgreSQL server that
+    daemonised), each process counted with the children it reaped, so a dbt process that
+    ended between two samples still counts as ours. Others = busy − ours: other users'
+    tests on a shared machine. The load average counts our own processes too, so it
+    alone cannot say whether the machine was shared; the CPU split can.
+
+    Linux only (/proc). Use ``phase(label)`` around each measured step; ``summary()``
+    gives per label: seconds, mean cores busy for us and for others, and the 1-minute
+    load average's min / mean / max over the samples taken during it.
+    """
+
+    def __init__(self, interval: float = 2.0) -> None:
+        import threading
+
+        self.interval = interval
+        self.roots: set[int] = {os.getpid()}
+        self._tick = os.sysconf("SC_CLK_TCK")
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._label: str | None = None
+        self._last: tuple[float, int, int] | None = None
+        self._acc: dict[str, dict[str, Any]] = {}
+        self._thread = threading.Thread(target=self._loop, name="load-sampler", daemon=True)
+
+    def __enter__(self) -> LoadSampler:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def add_root(self, pid: int | None) -> None:
+        """Count the process tree under ``pid`` as ours from now on."""
+        if pid:
+            with self._lock:
+                self.roots.add(pid)
+
+    def _ours(self, procs: dict[int, tuple[int, int]]) -> int:
+        children: dict[int, list[int]] = {}
+        for pid, (ppid, _) in procs.items():
+            children.setdefault(ppid, []).append(pid)
+        seen: set[int] = set()
+        todo = [r for r in self.roots if r in procs]
+        while todo:
+            pid = todo.pop()
+            if pid not in seen:
+                seen.add(pid)
+                todo.extend(children.get(pid, ()))
+        return sum(procs[pid][1] for pid in seen)
+
+    def _sample(self) -> None:
+        with self._lock:
+            now = time.monotonic()
+            busy = _busy_ticks()
+            ours = self._ours(_proc_times())
+            load = os.getloadavg()[0]
+            if self._last is not None and self._label is not None:
+                then, busy_then, ours_then = self._last
+                acc = self._acc.setdefault(
+                    self._label, {"seconds": 0.0, "busy": 0, "ours": 0, "load": [], "ours_negative": 0}
+                )
+                acc["seconds"] += now - then
+                acc["busy"] += busy - busy_then
+                # A process of ours that died unreaped by another of ours takes its ticks
+                # with it: the difference can dip below zero; counted as zero.
+                acc["ours"] += max(ours - ours_then, 0)
+                acc["load"].append(load)
+            self._last = (now, busy, ours)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    @contextlib.contextmanager
+    def phase(self, label: str) -> Iterator[None]:
+        """Attribute the time until the block ends to ``label``."""
+        self._sample()
+        self._label = label
+        try:
+            yield
+        finally:
+            self._sample()
+            self._label = None
+
+    def summary(self) -> dict[str, dict[str, Any]]:
+        """label -> seconds, cores busy (ours, others), 1-minute load average min/mean/max."""
+        out = {}
+        with self._lock:
+            for label, acc in self._acc.items():
+                seconds = acc["seconds"] or 1e-9
+                ours = acc["ours"] / self._tick
+                others = max(acc["busy"] / self._tick - ours, 0.0)
+                load = acc["load"]
+                out[label] = {
+                    "seconds": round(acc["seconds"], 1),
+                    "ours_cores": round(ours / seconds, 2),
+                    "others_cores": round(others / seconds, 2),
+                    "loadavg_1min": {
+                        "min": round(min(load), 2),
+                        "mean": round(sum(load) / len(load), 2),
+                        "max": round(max(load), 2),
+                    } if load else None,
+                }
+        return out
+
+
+def uptime() -> str:
+    """``uptime``'s line (load averages over 1, 5 and 15 minutes), as recorded with results."""
+    done = subprocess.run(["uptime"], capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else ""

@@ -343,6 +343,110 @@ def render_storage(rows: list[dict[str, Any]]) -> list[str]:
     return lines + [""]
 
 
+PARALLEL_TITLE = "**7. Branch builds in parallel: DuckDB vs PostgreSQL warehouse**"
+_WAREHOUSE_LABELS = {"duckdb": "DuckDB", "postgres": "PostgreSQL"}
+
+
+def _load_cell(load: dict[str, Any] | None) -> str:
+    """``mean load (others' cores)`` of one step, from a LoadSampler summary entry."""
+    if not load or not load.get("loadavg_1min"):
+        return "–"
+    return f"{load['loadavg_1min']['mean']:.1f} ({load['others_cores']:.1f})"
+
+
+def render_parallel(rows: list[dict[str, Any]]) -> list[str]:
+    """Markdown lines of measurement 7: the pushes at once, the leaf run vs the raw CLI, the
+    leaf run's phases, and how the production builds were made."""
+    lines = [
+        f"{PARALLEL_TITLE} (the real stack, runs launched through GraphQL into Dagster's run queue; "
+        "the same instance for both warehouses: `deploy/postgres/dagster.yaml`, PostgreSQL storage, "
+        "`max_concurrent_runs` 8, the queue polled every second; a branch build holds `duckdb_warehouse` "
+        "(1 slot) on DuckDB, `branch_builds` (4 slots) on PostgreSQL; wall = first launch to last run end; "
+        "queue wait = run created to run start (the daemon holds a run while its pool has no free slot, "
+        "then the run worker starts: worker start-up = run launched to run start); "
+        "sum of durations = the runs' start-to-end times added up; "
+        "load = mean 1-minute load average during the wave (our processes count too), in brackets the "
+        "CPU cores other processes used meanwhile)",
+        "",
+        "| N | warehouse | pushes at once | all succeeded | wall s | sum of durations s | wall / sum | "
+        "builds at once (max) | max queue wait s | queue waits s (launch order) | worker start-up s | "
+        "load (others' cores) |",
+        "|---:|---|---:|---|---:|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    for row in rows:
+        for warehouse, d in row["warehouses"].items():
+            wave = d["wave"]
+            waves = wave.get("repeats") or []
+            succeeded = bool(waves) and all(w.get("all_succeeded") for w in waves)
+            waits = ", ".join(f"{r['queue_wait_seconds']:.0f}" for r in waves[-1]["runs"]) if waves else "–"
+            last = waves[-1] if waves else {}
+            starts = stats([r["worker_start_seconds"] for r in last.get("runs", []) if "worker_start_seconds" in r])
+            lines.append(
+                f"| {row['n_models']} | {_WAREHOUSE_LABELS.get(warehouse, warehouse)} | {row['branch_runs']} | "
+                f"{'yes' if succeeded else 'no'} | {fmt_stats(wave['wall_seconds'])} | "
+                f"{fmt_stats(wave['sum_of_durations_seconds'])} | "
+                f"{fmt_number(last.get('wall_over_sum_of_durations'))} | "
+                f"{wave['max_builds_at_once']} | {fmt_stats(wave['max_queue_wait_seconds'])} | {waits} | "
+                f"{fmt_stats(starts)} | {_load_cell((d.get('load') or {}).get('wave'))} |"
+            )
+    lines += [
+        "",
+        "Leaf change alone (a new branch editing the leaf model, the stack otherwise idle; run = "
+        "run start to end; queue = created to start: dequeue and run worker start-up; raw CLI = "
+        "`dbt build --select state:modified+ --defer --state <published manifest>` on a fresh checkout "
+        "and target dir, its own schema in the same warehouse, same selection, no data diff)",
+        "",
+        "| N | warehouse | nodes selected | models built | run s | queue s | created to end s | raw CLI s | "
+        "run / CLI | created to end / CLI | load (others' cores) |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        for warehouse, d in row["warehouses"].items():
+            leaf = d["leaf"]
+            lines.append(
+                f"| {row['n_models']} | {_WAREHOUSE_LABELS.get(warehouse, warehouse)} | {leaf['selected_nodes']} | "
+                f"{leaf['built_models']} | {fmt_stats(leaf['seconds'])} | {fmt_stats(leaf['queue_wait_seconds'])} | "
+                f"{fmt_stats(leaf['end_to_end_seconds'])} | {fmt_stats(leaf['cli_seconds'])} | "
+                f"{fmt_number(leaf['over_cli'])} | {fmt_number(leaf['end_to_end_over_cli'])} | "
+                f"{_load_cell((d.get('load') or {}).get('leaf_run'))} |"
+            )
+    lines += [
+        "",
+        f"The leaf run's phases (median seconds, {PHASE_SOURCE}; Dagster = run duration minus all phases)",
+        "",
+        "| N | warehouse | run | " + " | ".join(header for header, _, _ in PHASE_COLUMNS) + " |",
+        "|---:|---|---:|" + "---:|" * len(PHASE_COLUMNS),
+    ]
+    for row in rows:
+        for warehouse, d in row["warehouses"].items():
+            phases = d["leaf"].get("phases_median") or {}
+            cells = " | ".join(
+                f"{sum(phases.get(k, 0.0) for k in keys):.{digits}f}" for _, keys, digits in PHASE_COLUMNS
+            )
+            lines.append(
+                f"| {row['n_models']} | {_WAREHOUSE_LABELS.get(warehouse, warehouse)} | "
+                f"{fmt_stats(d['leaf']['seconds'])} | {cells} |"
+            )
+    lines.append("")
+    for row in rows:
+        builds = ", ".join(
+            f"{_WAREHOUSE_LABELS.get(w, w)} {d['production_build']['seconds']:.1f} s"
+            for w, d in row["warehouses"].items()
+        )
+        versus = row.get("postgres_over_duckdb") or {}
+        lines.append(
+            f"N={row['n_models']}: production build: {row['production_build']} ({builds}). "
+            f"PostgreSQL / DuckDB: wave wall {fmt_number(versus.get('wave_wall'))}, leaf run "
+            f"{fmt_number(versus.get('leaf_run'))}, raw CLI {fmt_number(versus.get('leaf_cli'))}."
+        )
+        if row.get("uptime"):
+            lines.append(
+                f"N={row['n_models']}: `uptime` before: {row['uptime']['before']}; "
+                f"after: {row['uptime']['after']}."
+            )
+    return lines + [""]
+
+
 def _targets(met: dict[str, Any]) -> list[str]:
     lines = ["**Targets**", "", "| target | limit | measured | met |", "|---|---:|---:|---|"]
     for name, t in met.items():
@@ -364,6 +468,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         lines += render_contention(results["contention"])
     if results.get("storage"):
         lines += render_storage(results["storage"])
+    if results.get("parallel"):
+        lines += render_parallel(results["parallel"])
     if results.get("targets"):
         lines += _targets(results["targets"])
     return "\n".join(lines)

@@ -31,6 +31,10 @@ Measures, on projects made by :mod:`benchmarks.generate_project`:
 6. **storage** (:mod:`benchmarks.storage`): ``prod_build_job`` vs plain ``dbt build`` of
    the same project, with Dagster's storage on SQLite and on PostgreSQL (a throwaway
    server), the warehouse DuckDB for all three.
+7. **parallel** (:mod:`benchmarks.parallel`): eight branch pushes at once on the real
+   stack, DuckDB warehouse (one build at a time) vs PostgreSQL warehouse (four at once),
+   each run's queue wait; and one leaf change alone on both, against the raw CLI. Runs
+   only for the sizes ``--parallel-sizes`` names.
 
 Results are printed as markdown tables (:mod:`benchmarks.report`) and written as JSON
 (``--out``). Timings are medians over ``--repeats`` runs with min-max; ratios are taken
@@ -62,12 +66,13 @@ from benchmarks.branch_runs import CHANGES, bench_branch_runs  # noqa: E402
 from benchmarks.common import BenchError, git, log  # noqa: E402
 from benchmarks.contention import bench_contention  # noqa: E402
 from benchmarks.load import bench_load  # noqa: E402
+from benchmarks.parallel import bench_parallel  # noqa: E402
 from benchmarks.report import render_markdown, targets  # noqa: E402
 from benchmarks.sensor import bench_sensor  # noqa: E402
 from benchmarks.storage import bench_storage  # noqa: E402
 
 SCHEMA_VERSION = 1
-MEASUREMENTS = ("slim", "overhead", "load", "sensor", "contention", "storage")
+MEASUREMENTS = ("slim", "overhead", "load", "sensor", "contention", "storage", "parallel")
 
 
 # What the numbers were measured on and with -------------------------------------------------
@@ -154,6 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--storage-sizes", type=int, nargs="*", default=[100, 1000],
                         help="project sizes for prod_build_job vs plain dbt build on SQLite and PostgreSQL "
                              "storage (repeats: --repeats / --repeats-at)")
+    parser.add_argument("--parallel-sizes", type=int, nargs="*", default=[],
+                        help="project sizes for branch pushes at once and a leaf run on the DuckDB vs the "
+                             "PostgreSQL warehouse (real stack, run queue); default none: each size starts "
+                             "two stacks, a PostgreSQL server and two production builds")
+    parser.add_argument("--parallel-branches", type=int, default=8,
+                        help="branch runs launched at once in the parallel measurement")
     parser.add_argument("--no-warmup", action="store_true",
                         help="skip the untimed warm-up branch run per size and the storage measurement's "
                              "warm-up production build (smoke tests)")
@@ -205,6 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sensor": [],
         "contention": [],
         "storage": [],
+        "parallel": [],
     }
     try:
         if "slim" not in skip:
@@ -244,6 +256,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                     bench_storage(n, work / f"storage-n{n}", repeats=reps, warmup=i == 0 and not args.no_warmup)
                 )
                 shutil.rmtree(work / f"storage-n{n}", ignore_errors=True) if not args.keep else None
+        if "parallel" not in skip:
+            for n in args.parallel_sizes:
+                reps = repeats_at.get(n, args.repeats)
+                log(f"N={n}: parallel, {args.parallel_branches} pushes at once and a leaf run, "
+                    "DuckDB vs PostgreSQL")
+                results["parallel"].append(
+                    bench_parallel(
+                        n, work / f"parallel-n{n}", branch_runs=args.parallel_branches, repeats=reps,
+                        data_diff=False if args.no_data_diff else None,
+                    )
+                )
+                shutil.rmtree(work / f"parallel-n{n}", ignore_errors=True) if not args.keep else None
     finally:
         results["meta"]["total_seconds"] = round(time.monotonic() - started, 1)
         measured = {
@@ -252,6 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "sensor": "sensor" not in skip and bool(args.branches),
             "contention": "contention" not in skip,
             "storage": "storage" not in skip and bool(args.storage_sizes),
+            "parallel": "parallel" not in skip and bool(args.parallel_sizes),
         }
         invocation = {
             key: results["meta"][key]
