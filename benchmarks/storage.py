@@ -9,12 +9,15 @@ repeat, in this order:
   for the production target (same threads, a DuckDB warehouse), into a *fresh* DuckDB
   file and a fresh target dir;
 - **SQLite**: ``prod_build_job`` with ``execute_in_process`` (the in-process executor the
-  product's jobs use) on a Dagster instance with the default SQLite storage in a temp
-  ``DAGSTER_HOME``;
-- **PostgreSQL**: the same job on an instance whose storage is
-  ``deploy/postgres/dagster.yaml``'s ``storage`` section (its ``{env: DAGSTER_PG_*}``
-  values filled in) pointing at a database of its own on a throwaway server
-  (``tests/postgres_server.py``).
+  product's jobs use) on a Dagster instance in a temp ``DAGSTER_HOME`` configured like the
+  repo's ``.dagster_home/dagster.yaml`` (its ``instance_class`` and ``storage``: the
+  batched SQLite storage of ``defer_orchestration/dagster_storage/``);
+- **PostgreSQL**: the same job on an instance whose storage and instance class are
+  ``deploy/postgres/dagster.yaml``'s (its ``{env: DAGSTER_PG_*}`` values filled in),
+  pointing at a database of its own on a throwaway server (``tests/postgres_server.py``);
+- optionally (``storages=``), the same on Dagster's stock storages, ``sqlite_stock``
+  (no ``dagster.yaml`` storage settings) and ``postgres_stock`` (``storage: postgres:``),
+  to compare before and after in one run.
 
 The warehouse stays DuckDB for all three and every build starts from an empty warehouse
 file (the product's file is removed before each job run), so only Dagster's storage
@@ -48,7 +51,13 @@ from benchmarks.common import REPO_ROOT, BenchError, dbt_env, dbt_executable, gi
 from benchmarks.generate_project import generate_project
 
 DEPLOY_DAGSTER_YAML = REPO_ROOT / "deploy" / "postgres" / "dagster.yaml"
+PROJECT_DAGSTER_YAML = REPO_ROOT / ".dagster_home" / "dagster.yaml"
+# The product's instance configurations; the runner measures these.
 STORAGES = ("sqlite", "postgres")
+# Dagster's stock storages, for a before/after comparison in the same run.
+STOCK_STORAGES = ("sqlite_stock", "postgres_stock")
+# The dagster.yaml sections that decide how events are stored (not pools, queue, telemetry).
+STORAGE_SECTIONS = ("storage", "instance_class")
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 # Segments of a job run, from its event log (see :func:`job_segments`).
 SEGMENTS = ("before_dbt_step", "dbt_step_until_first_output", "dbt_step_events", "other")
@@ -73,67 +82,96 @@ def _fill_env(value: Any, env: dict[str, str]) -> Any:
     return value
 
 
+def _int_ports(value: Any) -> Any:
+    """A ``postgres_db`` section's port as an int: ``{env: ...}`` is an IntSource Dagster
+    converts, a literal must be an int."""
+    if isinstance(value, dict):
+        out = {k: _int_ports(v) for k, v in value.items()}
+        if isinstance(out.get("postgres_db"), dict):
+            db = out["postgres_db"]
+            db["port"] = int(db["port"])
+            db.setdefault("params", {})
+        return out
+    return value
+
+
 def postgres_storage_yaml(dagster_env: dict[str, str]) -> dict[str, Any]:
-    """``deploy/postgres/dagster.yaml``'s storage section with its connection filled in
-    (and telemetry off, as there); no run coordinator or pools: ``execute_in_process``
-    uses neither."""
+    """``deploy/postgres/dagster.yaml``'s storage and instance class with the connection
+    filled in (and telemetry off, as there); no run coordinator or pools:
+    ``execute_in_process`` uses neither."""
     import yaml
 
     deploy = yaml.safe_load(DEPLOY_DAGSTER_YAML.read_text(encoding="utf-8"))
-    storage = _fill_env(deploy["storage"], dagster_env)
-    db = storage["postgres"]["postgres_db"]
-    db["port"] = int(db["port"])  # `{env: ...}` is an IntSource: Dagster converts, a literal must be an int
-    db.setdefault("params", {})
-    return {"storage": storage, "telemetry": {"enabled": False}}
+    out = {k: _int_ports(_fill_env(deploy[k], dagster_env)) for k in STORAGE_SECTIONS if k in deploy}
+    return {**out, "telemetry": {"enabled": False}}
+
+
+def sqlite_storage_yaml() -> dict[str, Any]:
+    """The repo's ``.dagster_home/dagster.yaml`` storage settings (its instance class: the
+    batched SQLite storage under the instance's directory), telemetry off."""
+    import yaml
+
+    project = yaml.safe_load(PROJECT_DAGSTER_YAML.read_text(encoding="utf-8"))
+    return {**{k: project[k] for k in STORAGE_SECTIONS if k in project}, "telemetry": {"enabled": False}}
+
+
+def stock_postgres_storage_yaml(dagster_env: dict[str, str]) -> dict[str, Any]:
+    """dagster-postgres' own ``storage: postgres:`` on the same connection (before this
+    repository had storages of its own)."""
+    config = postgres_storage_yaml(dagster_env)
+    storage = config["storage"]
+    postgres = storage.get("postgres") or storage["custom"]["config"]
+    return {"storage": {"postgres": postgres}, "telemetry": {"enabled": False}}
 
 
 @contextlib.contextmanager
-def instances(root: Path) -> Iterator[dict[str, Any]]:
-    """The two Dagster instances: SQLite in ``root/dagster_sqlite``; PostgreSQL on a
-    throwaway server, a database of its own, home ``root/dagster_postgres``."""
+def instances(root: Path, storages: tuple[str, ...] = STORAGES) -> Iterator[dict[str, Any]]:
+    """The Dagster instances named in ``storages``: SQLite ones in ``root/dagster_<name>``;
+    PostgreSQL ones on one throwaway server, a database each, home ``root/dagster_<name>``."""
     import dagster as dg
     import yaml
 
     pg = _pg_module()
-    sqlite_home = root / "dagster_sqlite"
-    sqlite_home.mkdir(parents=True)
-    (sqlite_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
     # Not under the runner's work dir (a mkdtemp, mode 0700, is closed to the `postgres` OS
     # user the server runs as under root): a directory of its own in the system temp dir,
     # the same disk as the SQLite instance's home.
     pg_base = Path(tempfile.mkdtemp(prefix="defer-orch-bench-pg-"))
     try:
-        with pg.postgres_server(pg_base) as server:
-            dbname = server.create_database("dagster_storage")
-            pg_home = root / "dagster_postgres"
-            pg_home.mkdir(parents=True)
-            (pg_home / "dagster.yaml").write_text(
-                yaml.safe_dump(postgres_storage_yaml(server.dagster_env(dbname))), encoding="utf-8"
-            )
-            with dg.DagsterInstance.from_config(os.fspath(sqlite_home)) as sqlite, \
-                    dg.DagsterInstance.from_config(os.fspath(pg_home)) as postgres:
-                kind = type(postgres.run_storage).__name__
-                if "Postgres" not in kind:
-                    raise BenchError(f"the PostgreSQL instance has {kind} run storage")
-                yield {
-                    "sqlite": sqlite,
-                    "postgres": postgres,
-                    "storage_classes": {
-                        name: {
-                            "run": type(inst.run_storage).__name__,
-                            "event_log": type(inst.event_log_storage).__name__,
-                            "schedule": type(inst.schedule_storage).__name__,
-                        }
-                        for name, inst in (("sqlite", sqlite), ("postgres", postgres))
-                    },
-                    "postgres_server": {
-                        "version": server.admin_sql("show server_version")[0][0],
-                        "connect_ms": connect_ms(server, dbname),
-                        "data_dir_filesystem": _filesystem(pg_base),
-                        "settings": dict(pg.SERVER_SETTINGS),
-                    },
-                    "sqlite_home_filesystem": _filesystem(sqlite_home),
-                }
+        with pg.postgres_server(pg_base) as server, contextlib.ExitStack() as stack:
+            opened: dict[str, Any] = {}
+            for name in storages:
+                home = root / f"dagster_{name}"
+                home.mkdir(parents=True)
+                if name.startswith("postgres"):
+                    env = server.dagster_env(server.create_database(f"dagster_{name}"))
+                    config = postgres_storage_yaml(env) if name == "postgres" else stock_postgres_storage_yaml(env)
+                else:
+                    config = sqlite_storage_yaml() if name == "sqlite" else {"telemetry": {"enabled": False}}
+                (home / "dagster.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+                inst = stack.enter_context(dg.DagsterInstance.from_config(os.fspath(home)))
+                kind = type(inst.run_storage).__name__
+                if name.startswith("postgres") and "Postgres" not in kind:
+                    raise BenchError(f"the {name} instance has {kind} run storage")
+                opened[name] = inst
+            yield {
+                **opened,
+                "storage_classes": {
+                    name: {
+                        "instance": type(inst).__name__,
+                        "run": type(inst.run_storage).__name__,
+                        "event_log": type(inst.event_log_storage).__name__,
+                        "schedule": type(inst.schedule_storage).__name__,
+                    }
+                    for name, inst in opened.items()
+                },
+                "postgres_server": {
+                    "version": server.admin_sql("show server_version")[0][0],
+                    "connect_ms": connect_ms(server, server.create_database("connect_probe")),
+                    "data_dir_filesystem": _filesystem(pg_base),
+                    "settings": dict(pg.SERVER_SETTINGS),
+                },
+                "sqlite_home_filesystem": _filesystem(root),
+            }
     finally:
         shutil.rmtree(pg_base, ignore_errors=True)
 
@@ -325,22 +363,25 @@ def _loadavg() -> float | None:
         return None
 
 
-def bench_storage(n_models: int, root: Path, *, repeats: int, warmup: bool = False) -> dict[str, Any]:
-    """Plain ``dbt build`` vs ``prod_build_job`` on SQLite and on PostgreSQL storage, N models."""
+def bench_storage(
+    n_models: int, root: Path, *, repeats: int, warmup: bool = False, storages: tuple[str, ...] = STORAGES
+) -> dict[str, Any]:
+    """Plain ``dbt build`` vs ``prod_build_job`` on each of ``storages`` (default: the
+    product's SQLite and PostgreSQL configurations), N models, interleaved per repeat."""
     log(f"N={n_models}: storage benchmark setup (project, definitions, mirror, PostgreSQL server)")
     bench = StorageBench(n_models, root)
     runs: list[dict[str, Any]] = []
-    with instances(root) as inst:
+    with instances(root, storages) as inst:
         if warmup:
-            log(f"N={n_models}: warm-up prod_build_job on SQLite (not measured)")
-            bench.prod_build(inst["sqlite"])
+            log(f"N={n_models}: warm-up prod_build_job on {storages[0]} (not measured)")
+            bench.prod_build(inst[storages[0]])
         for rep in range(repeats):
             log(f"N={n_models} repeat {rep + 1}/{repeats}: plain dbt build")
             load_before = _loadavg()
             plain = bench.plain_dbt(f"r{rep}")
             runs.append({"kind": "plain_dbt", "repeat": rep, **plain, "loadavg_1min": [load_before, _loadavg()]})
             log(f"  plain dbt build {plain['wall_seconds']:.1f}s ({plain['nodes']} nodes)")
-            for storage in STORAGES:
+            for storage in storages:
                 log(f"N={n_models} repeat {rep + 1}/{repeats}: prod_build_job, {storage} storage")
                 load_before = _loadavg()
                 job = bench.prod_build(inst[storage])
@@ -349,15 +390,17 @@ def bench_storage(n_models: int, root: Path, *, repeats: int, warmup: bool = Fal
                 runs.append({"kind": storage, "repeat": rep, **job, "loadavg_1min": [load_before, _loadavg()]})
                 log(f"  prod_build_job on {storage} {job['wall_seconds']:.1f}s ({job['events']} events)")
         setup = {k: inst[k] for k in ("storage_classes", "postgres_server", "sqlite_home_filesystem")}
-    return summarize_storage(n_models, runs, setup)
+    return summarize_storage(n_models, runs, setup, storages)
 
 
-def summarize_storage(n_models: int, runs: list[dict[str, Any]], setup: dict[str, Any]) -> dict[str, Any]:
+def summarize_storage(
+    n_models: int, runs: list[dict[str, Any]], setup: dict[str, Any], storages: tuple[str, ...] = STORAGES
+) -> dict[str, Any]:
     """Per storage: job seconds, ratio to plain dbt, events, ms per event of the overhead."""
     plain_runs = [r for r in runs if r["kind"] == "plain_dbt"]
     plain = stats([r["wall_seconds"] for r in plain_runs])
     per_storage = {}
-    for storage in STORAGES:
+    for storage in storages:
         mine = [r for r in runs if r["kind"] == storage]
         if not mine:
             continue

@@ -28,10 +28,12 @@ def test_postgres_storage_section_comes_from_the_deploy_file() -> None:
     env = {"DAGSTER_PG_HOST": "h", "DAGSTER_PG_PORT": "5", "DAGSTER_PG_USER": "u",
            "DAGSTER_PG_PASSWORD": "p", "DAGSTER_PG_DB": "d"}
     config = postgres_storage_yaml(env)
-    db = config["storage"]["postgres"]["postgres_db"]
+    storage = config["storage"]["custom"]
+    assert storage["class"] == "DagsterPostgresBatchedStorage"
+    db = storage["config"]["postgres_db"]
     assert db == {"hostname": "h", "port": 5, "username": "u", "password": "p", "db_name": "d",
                   "scheme": "postgresql+psycopg2", "params": {}}
-    assert set(config) == {"storage", "telemetry"}
+    assert set(config) == {"storage", "instance_class", "telemetry"}
 
 
 @pytest.mark.dbt

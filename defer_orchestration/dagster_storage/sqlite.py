@@ -1,0 +1,278 @@
+"""Dagster's SQLite event log storage, writing an event (or a batch) in one transaction per file.
+
+Dagster's ``SqliteEventLogStorage`` keeps one SQLite file per run plus a cross-run
+``index.db``. Storing one materialization costs it a fresh engine and a commit in the
+run's file, another fresh engine and commit in the index, and two more fresh engines to
+ask whether a table and a column exist; a check evaluation costs three commits. Every
+commit in WAL mode at the default ``synchronous=FULL`` is an ``fdatasync``.
+
+Here (same files, same tables, same rows):
+
+- a batch is grouped by run; each run's events are one transaction in its file and the
+  events Dagster mirrors into the index (asset events with their tags and asset rows,
+  check evaluations with their check rows, run status changes) one transaction there;
+  ``store_event`` is a batch of one;
+- the connection to the index and to the few most recently written run files is kept
+  open (no transaction stays open between writes, so nothing stays locked): Dagster's
+  engine-per-call closes the last connection to a WAL file after every write, and
+  SQLite then checkpoints the file, fsyncs it and deletes the WAL, 4-5 ms an event;
+  "does this table/column exist" is answered once;
+- a file in WAL mode is written with ``synchronous=NORMAL``: a commit is durable against
+  the writing process dying (it is in the WAL, in the operating system's cache) but not
+  against the machine losing power before the next checkpoint or durability point. A
+  batch holding a run status change or a step's end is written with ``synchronous=FULL``,
+  which flushes the WAL, so every earlier commit of that file too. A file not in WAL mode
+  (created by an old Dagster) keeps ``FULL`` throughout.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import dagster._check as check
+from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS
+from dagster._core.events.log import EventLogEntry
+from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
+    INDEX_SHARD_NAME,
+    SqliteEventLogStorage,
+)
+from dagster._core.storage.runs import SqliteRunStorage
+from dagster._core.storage.schedules import SqliteScheduleStorage
+from dagster._core.storage.sql import create_engine
+from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
+from dagster._core.storage.sqlite_storage import DagsterSqliteStorage
+from dagster._serdes import ConfigurableClassData
+from sqlalchemy import event as sa_event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import QueuePool
+
+from defer_orchestration.dagster_storage.durability import (
+    is_durability_point,
+    mirrored_in_index,
+)
+
+__all__ = ["KEPT_RUN_FILES", "DagsterSqliteBatchedStorage", "SqliteBatchedEventLogStorage"]
+
+# Run files whose connection stays open besides the index (a run worker writes one; a
+# webserver reading many runs keeps only the latest few open).
+KEPT_RUN_FILES = 4
+
+
+def _note_journal_mode(dbapi_connection: Any, record: Any) -> None:
+    """A ``connect`` hook: remember whether the file is in WAL mode (set when Dagster created it)."""
+    cursor = dbapi_connection.cursor()
+    try:
+        (mode,) = cursor.execute("PRAGMA journal_mode").fetchone()
+    finally:
+        cursor.close()
+    record.info["wal"] = str(mode).lower() == "wal"
+
+
+class SqliteBatchedEventLogStorage(SqliteEventLogStorage):
+    """``SqliteEventLogStorage`` whose writes are one transaction per file per batch.
+
+    Configure it like Dagster's (``base_dir``: the directory of the per-run files and
+    ``index.db``, by default ``$DAGSTER_HOME/history/runs``), or through
+    :class:`DagsterSqliteBatchedStorage` / the instance class in ``instance.py``.
+    """
+
+    def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:
+        # Set before Dagster's constructor, which may already write (reindexing a new index).
+        self._engines: collections.OrderedDict[str, Engine] = collections.OrderedDict()
+        self._engines_lock = threading.Lock()
+        self._known_tables: set[str] = set()
+        self._asset_key_cols: set[str] = set()
+        self._secondary_indexes: dict[str, bool] = {}
+        self._asset_key_index_cols = False
+        self._writing = threading.local()  # the index connection of the batch being written
+        super().__init__(base_dir, inst_data=inst_data)
+
+    @classmethod
+    def from_config_value(  # ty: ignore[invalid-method-override]
+        cls, inst_data: ConfigurableClassData | None, config_value: Any
+    ) -> SqliteBatchedEventLogStorage:
+        """Built from ``dagster.yaml``: ``config: {base_dir: ...}``, as Dagster's own."""
+        return cls(inst_data=inst_data, **config_value)
+
+    # Connections ---------------------------------------------------------------------
+
+    def _engine(self, shard: str) -> Engine:
+        """The shard's engine, which keeps its connection: closing the last connection to a
+        WAL file checkpoints it, fsyncs and deletes the WAL (4-5 ms per event with Dagster's
+        engine-per-call). The index and the :data:`KEPT_RUN_FILES` most recently used run
+        files stay open; an older one is closed when a newer one opens."""
+        with self._engines_lock:
+            engine = self._engines.get(shard)
+            if engine is None:
+                engine = create_engine(
+                    self.conn_string_for_shard(shard),
+                    poolclass=QueuePool, pool_size=1, max_overflow=4,
+                    connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
+                )
+                sa_event.listen(engine, "connect", _note_journal_mode)
+                self._engines[shard] = engine
+                runs = [name for name in self._engines if name != INDEX_SHARD_NAME]
+                for name in runs[: max(0, len(runs) - KEPT_RUN_FILES)]:
+                    self._engines.pop(name).dispose()
+            else:
+                self._engines.move_to_end(shard)
+            return engine
+
+    @contextmanager
+    def _connect(self, shard: str, durable: bool = True) -> Iterator[Connection]:  # type: ignore[override]
+        """Dagster's ``_connect`` (one lock, the file created and migrated on first use, one
+        transaction) on a kept connection; ``durable=False`` (the batched writes) commits
+        without an fsync when the file is in WAL mode."""
+        with self._db_lock:
+            check.str_param(shard, "shard")
+            engine = self._engine(shard)
+            if shard not in self._initialized_dbs:
+                self._initdb(engine)
+                # A connection opened before Dagster switched a new file to WAL keeps the
+                # old journal mode: start from a fresh one.
+                engine.dispose()
+                self._initialized_dbs.add(shard)
+            with engine.connect() as conn:
+                synchronous = "FULL" if durable else "NORMAL"
+                if conn.info.get("wal") and conn.info.get("synchronous") != synchronous:
+                    # Set outside any transaction, on the driver's connection (SQLAlchemy
+                    # would begin one for a statement of its own); kept with the connection.
+                    conn.connection.dbapi_connection.execute(f"PRAGMA synchronous={synchronous}")  # type: ignore[union-attr]
+                    conn.info["synchronous"] = synchronous
+                with conn.begin():
+                    yield conn
+
+    def index_connection(self) -> Any:
+        """Inside a batch, the batch's own index transaction (Dagster's check-row helpers
+        open one of their own otherwise, a commit each)."""
+        active = getattr(self._writing, "conn", None)
+        if active is not None:
+            return _reuse(active)
+        return super().index_connection()
+
+    def has_table(self, table_name: str) -> bool:
+        """Asked for every asset event; a table, once there, stays."""
+        if table_name in self._known_tables:
+            return True
+        found = super().has_table(table_name)
+        if found:
+            self._known_tables.add(table_name)
+        return found
+
+    def has_asset_key_col(self, column_name: str) -> bool:
+        """Asked twice per asset read (a schema inspection each); a column, once there, stays."""
+        if column_name in self._asset_key_cols:
+            return True
+        found = super().has_asset_key_col(column_name)
+        if found:
+            self._asset_key_cols.add(column_name)
+        return found
+
+    def has_secondary_index(self, name: str) -> bool:
+        """Asked for every asset read (a query each); cached as dagster-postgres caches it."""
+        if name not in self._secondary_indexes:
+            self._secondary_indexes[name] = super().has_secondary_index(name)
+        return self._secondary_indexes[name]
+
+    def enable_secondary_index(self, name: str) -> None:
+        """Dagster's, and the cached answer forgotten."""
+        super().enable_secondary_index(name)
+        self._secondary_indexes.pop(name, None)
+
+    def _has_asset_key_index_cols_on_connection(self, conn: Connection) -> bool:
+        """Asked for every asset event (a ``PRAGMA table_info`` each); columns, once there, stay."""
+        if not self._asset_key_index_cols:
+            self._asset_key_index_cols = super()._has_asset_key_index_cols_on_connection(conn)
+        return self._asset_key_index_cols
+
+    def _close_kept_connections(self) -> None:
+        with self._engines_lock:
+            for engine in self._engines.values():
+                engine.dispose()
+            self._engines.clear()
+
+    def wipe(self) -> None:
+        """Dagster's wipe deletes the run files: their kept connections are closed first."""
+        self._close_kept_connections()
+        super().wipe()
+
+    def dispose(self) -> None:
+        """Dagster's dispose, and the kept connections."""
+        super().dispose()
+        self._close_kept_connections()
+
+    # Writes --------------------------------------------------------------------------
+
+    def store_event(self, event: EventLogEntry) -> None:
+        """One event: a batch of one."""
+        check.inst_param(event, "event", EventLogEntry)
+        self.store_event_batch([event])
+
+    def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
+        """Every event in its run's file (one transaction per run), and what Dagster mirrors
+        into the index (one transaction), with the same rows Dagster's ``store_event`` writes."""
+        check.sequence_param(events, "events", of_type=EventLogEntry)
+        by_run: dict[str, list[EventLogEntry]] = {}
+        for event in events:
+            by_run.setdefault(event.run_id, []).append(event)
+        for run_id, run_events in by_run.items():
+            durable = any(is_durability_point(event) for event in run_events)
+            rows = [self._event_to_row(event) for event in run_events]
+            with self._connect(run_id, durable) as conn:
+                conn.execute(SqlEventLogStorageTable.insert(), rows)
+            mirrored = [(event, row) for event, row in zip(run_events, rows) if mirrored_in_index(event)]
+            if mirrored:
+                self._store_in_index(mirrored, durable)
+
+    def _store_in_index(self, mirrored: list[tuple[EventLogEntry, dict[str, Any]]], durable: bool) -> None:
+        with self._connect(INDEX_SHARD_NAME, durable) as conn:
+            self._writing.conn = conn
+            try:
+                for event, row in mirrored:
+                    event_id = conn.execute(SqlEventLogStorageTable.insert().values(**row)).inserted_primary_key[0]
+                    if event_id is None:
+                        check.failed("Cannot store asset event tags for null event id.")
+                    event_type = event.dagster_event_type
+                    if event_type in ASSET_EVENTS:
+                        self._store_asset_event_tags(conn, [event], [event_id])
+                        self._store_asset_event(conn, event, event_id)
+                    elif event_type in ASSET_CHECK_EVENTS:
+                        self.store_asset_check_event(event, event_id)
+                    # run status changes: the mirrored row is all Dagster keeps in the index
+            finally:
+                self._writing.conn = None
+
+
+@contextmanager
+def _reuse(conn: Connection) -> Iterator[Connection]:
+    """``conn`` as a context manager that neither commits nor closes it."""
+    yield conn
+
+
+class DagsterSqliteBatchedStorage(DagsterSqliteStorage):
+    """Dagster's default SQLite storage (``base_dir`` = the instance's directory: runs in
+    ``history/runs.db``, event logs in ``history/runs/``, schedules in ``schedules/``) with
+    :class:`SqliteBatchedEventLogStorage` as its event log. Existing files are read as they are."""
+
+    def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:
+        # Dagster's constructor would open its own event log storage first; build the three here.
+        import os
+
+        self.base_dir = check.str_param(base_dir, "base_dir")
+        self._inst_data = check.opt_inst_param(inst_data, "inst_data", ConfigurableClassData)
+        self._run_storage = SqliteRunStorage.from_local(os.path.join(base_dir, "history", ""))
+        self._event_log_storage = SqliteBatchedEventLogStorage(os.path.join(base_dir, "history", "runs", ""))
+        self._schedule_storage = SqliteScheduleStorage.from_local(os.path.join(base_dir, "schedules"))
+        super(DagsterSqliteStorage, self).__init__()
+
+    @classmethod
+    def from_config_value(  # ty: ignore[invalid-method-override]
+        cls, inst_data: ConfigurableClassData | None, config_value: Any
+    ) -> DagsterSqliteBatchedStorage:
+        """Built from ``dagster.yaml``: ``storage: custom: ... config: {base_dir: ...}``."""
+        return cls.from_local(inst_data=inst_data, **config_value)
