@@ -1,5 +1,5 @@
-"""Which events the storages here write with a full flush, and which Dagster mirrors
-into its cross-run tables: one place, shared by the SQLite and PostgreSQL storages."""
+"""What the SQLite and PostgreSQL storages here share: which events they write with a full
+flush, which Dagster mirrors into its cross-run tables, and the schema lookups they cache."""
 
 from __future__ import annotations
 
@@ -31,3 +31,31 @@ def mirrored_in_index(event: EventLogEntry) -> bool:
     """Events Dagster's SQLite storage also writes into the cross-run index file: asset
     events, check evaluations (planned and done) and run status changes."""
     return event.dagster_event_type in _MIRRORED
+
+
+class CachedSchemaLookups:
+    """Mixed in before a Dagster SQL event log storage: its "does this table / asset-key
+    column exist" lookups, asked for every asset event and read (a connection or a schema
+    inspection each), answered from memory once true (a table or column, once there, stays)."""
+
+    _known_tables: set[str]
+    _asset_key_cols: set[str]
+
+    def has_table(self, table_name: str) -> bool:
+        known = self.__dict__.setdefault("_known_tables", set())
+        if table_name in known:
+            return True
+        found = bool(super().has_table(table_name))  # type: ignore[misc]
+        if found:
+            known.add(table_name)
+        return found
+
+    def has_asset_key_col(self, column_name: str) -> bool:
+        known = self.__dict__.setdefault("_asset_key_cols", set())
+        if column_name in known:
+            return True
+        found = bool(super().has_asset_key_col(column_name))  # type: ignore[misc]
+        if found:
+            known.add(column_name)
+        return found
+

@@ -48,7 +48,7 @@ from dagster_postgres.utils import (
 )
 from sqlalchemy.engine import Connection
 
-from defer_orchestration.dagster_storage.durability import is_durability_point
+from defer_orchestration.dagster_storage.durability import CachedSchemaLookups, is_durability_point
 
 __all__ = ["DagsterPostgresBatchedStorage", "PostgresBatchedEventLogStorage"]
 
@@ -59,7 +59,16 @@ MAX_OVERFLOW = 10
 POOL_RECYCLE_SECONDS = 3600
 
 
-class PostgresBatchedEventLogStorage(PostgresEventLogStorage):
+def _connection_kwargs(config_value: Any) -> dict[str, Any]:
+    """What dagster-postgres' storages take from their ``dagster.yaml`` config."""
+    return {
+        "postgres_url": pg_url_from_config(config_value),
+        "should_autocreate_tables": config_value.get("should_autocreate_tables", True),
+        "token_provider": get_token_provider_from_config(config_value),
+    }
+
+
+class PostgresBatchedEventLogStorage(CachedSchemaLookups, PostgresEventLogStorage):
     """``PostgresEventLogStorage`` whose writes are one transaction per batch, on a kept
     connection. Configured like Dagster's (``postgres_db`` / ``postgres_url``)."""
 
@@ -71,8 +80,6 @@ class PostgresBatchedEventLogStorage(PostgresEventLogStorage):
         token_provider: Any = None,
     ) -> None:
         self._writing = threading.local()
-        self._known_tables: set[str] = set()
-        self._asset_key_cols: set[str] = set()
         super().__init__(postgres_url, should_autocreate_tables, inst_data=inst_data, token_provider=token_provider)
         self._engine.dispose()
         self._engine = create_pg_engine(
@@ -86,12 +93,7 @@ class PostgresBatchedEventLogStorage(PostgresEventLogStorage):
         cls, inst_data: ConfigurableClassData | None, config_value: Any
     ) -> PostgresBatchedEventLogStorage:
         """Built from ``dagster.yaml``, with dagster-postgres' own config schema."""
-        return cls(
-            inst_data=inst_data,
-            postgres_url=pg_url_from_config(config_value),
-            should_autocreate_tables=config_value.get("should_autocreate_tables", True),
-            token_provider=get_token_provider_from_config(config_value),
-        )
+        return cls(inst_data=inst_data, **_connection_kwargs(config_value))
 
     # Connections ---------------------------------------------------------------------
 
@@ -102,24 +104,6 @@ class PostgresBatchedEventLogStorage(PostgresEventLogStorage):
         if active is not None:
             return _reuse(active)
         return super()._connect()
-
-    def has_table(self, table_name: str) -> bool:
-        """Asked for every asset event (a connection each); a table, once there, stays."""
-        if table_name in self._known_tables:
-            return True
-        found = super().has_table(table_name)
-        if found:
-            self._known_tables.add(table_name)
-        return found
-
-    def has_asset_key_col(self, column_name: str) -> bool:
-        """Asked twice per asset read (a schema inspection each); a column, once there, stays."""
-        if column_name in self._asset_key_cols:
-            return True
-        found = super().has_asset_key_col(column_name)
-        if found:
-            self._asset_key_cols.add(column_name)
-        return found
 
     # Writes --------------------------------------------------------------------------
 
@@ -203,9 +187,4 @@ class DagsterPostgresBatchedStorage(DagsterPostgresStorage):
         cls, inst_data: ConfigurableClassData | None, config_value: Any
     ) -> DagsterPostgresBatchedStorage:
         """Built from ``dagster.yaml``, with dagster-postgres' own config schema."""
-        return cls(
-            inst_data=inst_data,
-            postgres_url=pg_url_from_config(config_value),
-            should_autocreate_tables=config_value.get("should_autocreate_tables", True),
-            token_provider=get_token_provider_from_config(config_value),
-        )
+        return cls(inst_data=inst_data, **_connection_kwargs(config_value))

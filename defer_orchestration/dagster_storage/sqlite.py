@@ -52,6 +52,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import QueuePool
 
 from defer_orchestration.dagster_storage.durability import (
+    CachedSchemaLookups,
     is_durability_point,
     mirrored_in_index,
 )
@@ -73,7 +74,7 @@ def _note_journal_mode(dbapi_connection: Any, record: Any) -> None:
     record.info["wal"] = str(mode).lower() == "wal"
 
 
-class SqliteBatchedEventLogStorage(SqliteEventLogStorage):
+class SqliteBatchedEventLogStorage(CachedSchemaLookups, SqliteEventLogStorage):
     """``SqliteEventLogStorage`` whose writes are one transaction per file per batch.
 
     Configure it like Dagster's (``base_dir``: the directory of the per-run files and
@@ -85,8 +86,6 @@ class SqliteBatchedEventLogStorage(SqliteEventLogStorage):
         # Set before Dagster's constructor, which may already write (reindexing a new index).
         self._engines: collections.OrderedDict[str, Engine] = collections.OrderedDict()
         self._engines_lock = threading.Lock()
-        self._known_tables: set[str] = set()
-        self._asset_key_cols: set[str] = set()
         self._secondary_indexes: dict[str, bool] = {}
         self._asset_key_index_cols = False
         self._writing = threading.local()  # the index connection of the batch being written
@@ -154,24 +153,6 @@ class SqliteBatchedEventLogStorage(SqliteEventLogStorage):
         if active is not None:
             return _reuse(active)
         return super().index_connection()
-
-    def has_table(self, table_name: str) -> bool:
-        """Asked for every asset event; a table, once there, stays."""
-        if table_name in self._known_tables:
-            return True
-        found = super().has_table(table_name)
-        if found:
-            self._known_tables.add(table_name)
-        return found
-
-    def has_asset_key_col(self, column_name: str) -> bool:
-        """Asked twice per asset read (a schema inspection each); a column, once there, stays."""
-        if column_name in self._asset_key_cols:
-            return True
-        found = super().has_asset_key_col(column_name)
-        if found:
-            self._asset_key_cols.add(column_name)
-        return found
 
     def has_secondary_index(self, name: str) -> bool:
         """Asked for every asset read (a query each); cached as dagster-postgres caches it."""
