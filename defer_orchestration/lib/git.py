@@ -135,6 +135,22 @@ def list_branch_heads(repo: str) -> dict[str, str]:
     return heads
 
 
+def branch_head(repo: str, branch: str) -> str | None:
+    """The sha ``branch`` points at in ``repo`` (path or URL), or None when it has no such
+    branch: one ``git ls-remote`` of that ref, no fetch and no mirror lock, so a caller that
+    only needs to know the head is not held up by a clone or fetch in progress."""
+    _check_ref(branch)
+    ref = _HEADS + branch
+    # ls-remote matches patterns against ref *tails* (refs/heads/x/main matches "main"):
+    # the exact ref is picked out of the answer.
+    output = run_git(["ls-remote", "--heads", "--", _local_source(repo), ref])
+    for line in output.splitlines():
+        sha, _, name = line.partition("\t")
+        if name == ref:
+            return sha
+    return None
+
+
 def _local_source(repo: str) -> str:
     """An existing local path made absolute (the mirror must not depend on cwd); URLs unchanged."""
     path = Path(repo)
@@ -355,6 +371,7 @@ def commit_info(path: Path) -> CommitInfo:
 __all__ = [
     "CommitInfo",
     "add_worktree",
+    "branch_head",
     "checked_out",
     "commit_info",
     "ensure_mirror",

@@ -3,8 +3,11 @@
 Production builds commits of main, so the asset graph is parsed from main's head too
 (not from whatever lies in the project directory): every code-location load catches up
 with the latest merge. The parse is cached by commit and vars (``state_cache/``, shared
-with the merge-base parses of branch builds), so a reload with no new merge runs no dbt.
-A project outside any git repository is parsed in place.
+with the merge-base parses of branch builds, and seeded by every production build), so a
+reload with no new merge runs no dbt. When the head's manifest is already there, the load
+asks the watched repository for main's head alone (``git ls-remote``) and neither fetches
+nor waits for the mirror's lock, which a branch or production build may be holding for a
+fetch. A project outside any git repository is parsed in place.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from defer_orchestration.branch.checkout import mirror_dir
-from defer_orchestration.branch.comparison import parse_commit_manifest
+from defer_orchestration.branch.comparison import commit_manifest_cache, parse_commit_manifest
 from defer_orchestration.dbt.project import prepare_manifest
 from defer_orchestration.lib import git
 from defer_orchestration.lib.errors import ConfigurationError, GitError
@@ -31,11 +34,27 @@ def main_head(settings: Settings, repo: RepoSettings) -> str:
         ) from exc
 
 
+def stored_head_manifest(settings: Settings, repo: RepoSettings) -> Path | None:
+    """The cached manifest.json of main's head as the watched repository has it now, or None
+    when there is none yet (or git could not say: the caller's fetch then reports why)."""
+    try:
+        head = git.branch_head(repo.repo, repo.main_branch)
+    except GitError:
+        return None
+    if head is None:
+        return None
+    manifest = commit_manifest_cache(settings, head, settings.dbt_vars) / "manifest.json"
+    return manifest if manifest.is_file() else None
+
+
 def prepare_head_manifest(settings: Settings, repo: RepoSettings | None) -> Path:
     """A manifest.json of main's head parsed for the prod target (the project directory
     in place when ``repo`` is None)."""
     if repo is None:
         return prepare_manifest(settings)
+    stored = stored_head_manifest(settings, repo)
+    if stored is not None:
+        return stored
     mirror = mirror_dir(settings, repo.repo)
     head = main_head(settings, repo)
     state, _ = parse_commit_manifest(settings, repo, mirror, head, vars=settings.dbt_vars)
