@@ -24,15 +24,17 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import requests
 import yaml
+
 from dagster_graphql import DagsterGraphQLClient
+
+from benchmarks.common import environ as _environ
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(os.environ.get("DEFER_ORCH_E2E_BIN", REPO_ROOT / ".venv" / "bin"))
@@ -521,21 +523,6 @@ def write_instance(
         f"      port: {grpc_port}\n"
         f"      location_name: {LOCATION}\n"
     )
-
-
-@contextmanager
-def _environ(values: Mapping[str, str]) -> Iterator[None]:
-    """Set ``values`` in os.environ for the block, then restore what was there."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
 
 
 def stack_env(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
