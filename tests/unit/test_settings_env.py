@@ -20,6 +20,7 @@ def test_issue_settings_come_from_their_variables(monkeypatch: pytest.MonkeyPatc
         "DEFER_ORCH_PUBLISH_ON": "models_built",
         "DEFER_ORCH_WAREHOUSE": "postgres",
         "PGHOST": "db.internal", "PGPORT": "6543", "PGUSER": "prod", "PGPASSWORD": "s3cret", "PGDATABASE": "analytics",
+        "DEFER_ORCH_CI_PGUSER": "ci", "DEFER_ORCH_CI_PGPASSWORD": "ci-s3cret", "DEFER_ORCH_REQUIRE_CI_ROLE": "true",
         "DEFER_ORCH_SENSOR_INTERVAL_S": "7",
         "DEFER_ORCH_PROD_CRON": "15 * * * *",
     }
@@ -31,6 +32,10 @@ def test_issue_settings_come_from_their_variables(monkeypatch: pytest.MonkeyPatc
     assert core.warehouse.kind == "postgres"
     assert core.warehouse.describe() == "PostgreSQL database 'analytics' at db.internal:6543 as 'prod'"
     assert "s3cret" not in repr(core)
+    ci = core.warehouse
+    assert (ci.ci_user, ci.ci_password, ci.require_ci_role) == ("ci", "ci-s3cret", True)  # type: ignore[attr-defined]
+    assert ci.dbt_branch_output("br_x_0123456789", "br_x_0123456789", threads=1)["user"] == "ci"
+    assert ci.branch_dbt_env() == {"DEFER_ORCH_DBT_CI_PGPASSWORD": "ci-s3cret"}
     load = load_settings_from_env()
     assert (load.sensor_interval_s, load.prod_cron) == (7, "15 * * * *")
 
@@ -42,6 +47,7 @@ def test_issue_settings_come_from_their_variables(monkeypatch: pytest.MonkeyPatc
         ("DEFER_ORCH_PROD_COMMANDS", "deps", "DEFER_ORCH_PROD_COMMANDS"),
         ("DEFER_ORCH_DBT_VARS", "[1, 2]", "DEFER_ORCH_DBT_VARS"),
         ("DEFER_ORCH_WAREHOUSE", "oracle", "DEFER_ORCH_WAREHOUSE"),
+        ("DEFER_ORCH_REQUIRE_CI_ROLE", "maybe", "DEFER_ORCH_REQUIRE_CI_ROLE"),
     ],
 )
 def test_bad_values_name_their_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str, value: str, named: str) -> None:
