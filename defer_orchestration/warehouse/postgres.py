@@ -254,6 +254,13 @@ class PostgresWarehouse(Warehouse):
                 for statement in statements:
                     conn.execute(statement)
                 conn.execute("commit")
+            except psycopg2.Error as exc:
+                conn.execute("rollback")
+                raise WarehouseError(
+                    f"could not grant the CI role {self.ci_user!r} read access to production as {self.user!r}: "
+                    f"{' '.join(str(exc).split())}. Production's login must own (or hold with grant option) "
+                    f"what it grants; or run these once as an owner: {'; '.join(statements)}."
+                ) from exc
             except BaseException:
                 conn.execute("rollback")
                 raise
