@@ -16,6 +16,7 @@ import fcntl
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -203,20 +204,45 @@ def ensure_mirror(repo: str, mirror_dir: Path) -> Path:
             return mirror_dir
         # Fetch from the configured repository itself (not the stored origin), so a
         # changed DEFER_ORCH_GIT_REPO is honoured; --prune drops deleted branches.
-        run_git(
-            [
-                "--git-dir",
-                os.fspath(mirror_dir),
-                "fetch",
-                "--prune",
-                "--quiet",
-                "--no-tags",
-                "--",
-                source,
-                "+refs/heads/*:refs/heads/*",
-            ]
-        )
+        _fetch_with_retries(mirror_dir, source)
     return mirror_dir
+
+
+# A fetch can fail for a moment while the source repository is being repacked (git's
+# background gc after a push: "did not send all necessary objects"); permanent failures
+# (a wrong path, credentials) fail the same way each time and are reported after the last try.
+FETCH_RETRY_DELAYS_S = (0.5, 2.0)
+
+
+def _fetch_with_retries(mirror_dir: Path, source: str) -> None:
+    """``git fetch --prune`` of every branch of ``source`` into the mirror, retried twice."""
+    args = [
+        # Any automatic gc of the mirror runs inside this fetch, under the mirror's lock,
+        # not detached in the background where it would overlap the next fetch.
+        "-c",
+        "gc.autoDetach=false",
+        "--git-dir",
+        os.fspath(mirror_dir),
+        "fetch",
+        "--prune",
+        "--quiet",
+        "--no-tags",
+        "--",
+        source,
+        "+refs/heads/*:refs/heads/*",
+    ]
+    for delay in (*FETCH_RETRY_DELAYS_S, None):
+        done = _git(args)
+        if done.returncode == 0:
+            return
+        if delay is None:
+            raise _failure(
+                args,
+                done,
+                f"Tried {len(FETCH_RETRY_DELAYS_S) + 1} times. Check the repository path or URL "
+                "and your git credentials, then retry.",
+            )
+        time.sleep(delay)
 
 
 def _origin(mirror_dir: Path) -> str:

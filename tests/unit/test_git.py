@@ -454,3 +454,37 @@ def test_commit_info_outside_a_repository(tmp_path: Path) -> None:
     none = git.CommitInfo(sha=None, dirty=None, repo_root=None)
     assert git.commit_info(plain) == none
     assert git.commit_info(tmp_path / "missing") == none
+
+
+def test_a_fetch_that_fails_for_a_moment_is_retried(
+    repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A source being repacked by git's background gc makes one fetch fail; the next works."""
+    mirror = git.ensure_mirror(os.fspath(repo.path), tmp_path / "mirror.git")
+    repo.branch("feature/new")
+    real = git._git
+    fetches: list[int] = []
+
+    def flaky(args, **kwargs):
+        if "fetch" in args and not fetches:
+            fetches.append(1)
+            return subprocess.CompletedProcess(
+                ["git", *args], 128, b"", b"fatal: did not send all necessary objects\n"
+            )
+        return real(args, **kwargs)
+
+    monkeypatch.setattr(git, "_git", flaky)
+    monkeypatch.setattr(git, "FETCH_RETRY_DELAYS_S", (0.0, 0.0))
+    git.ensure_mirror(os.fspath(repo.path), mirror)
+    assert fetches == [1]
+    assert git.resolve_commit(mirror, "feature/new") == repo.head("main")
+
+
+def test_a_fetch_that_keeps_failing_names_the_command_and_the_tries(
+    repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mirror = git.ensure_mirror(os.fspath(repo.path), tmp_path / "mirror.git")
+    monkeypatch.setattr(git, "FETCH_RETRY_DELAYS_S", (0.0, 0.0))
+    shutil.rmtree(repo.path)
+    with pytest.raises(GitError, match=r"(?s)fetch --prune.*Tried 3 times"):
+        git.ensure_mirror(os.fspath(repo.path), mirror)
