@@ -13,11 +13,14 @@ BRANCH_CI_SENSOR = "branch_ci_sensor"
 BRANCH_TEARDOWN_JOB = "branch_teardown_job"
 BRANCH_TEARDOWN_SENSOR = "branch_teardown_sensor"
 MAIN_BRANCH_SENSOR = "main_branch_sensor"
+BRANCH_PARSE_TEMPLATE_JOB = "branch_parse_template_job"
+BRANCH_PARSE_TEMPLATE_SENSOR = "branch_parse_template_sensor"
 BRANCH_SCHEMA_TTL_SCHEDULE = "branch_schema_ttl_schedule"
 
 # Ops and steps (run configs and the tests address them by these names).
 BRANCH_BUILD_OP = "branch_build"
 BRANCH_TEARDOWN_OP = "branch_teardown"
+BRANCH_PARSE_TEMPLATE_OP = "branch_parse_template"
 RAW_TABLES_OP = "raw_tables"
 PROD_DBT_OP = "prod_dbt_models"
 

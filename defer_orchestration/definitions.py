@@ -15,10 +15,16 @@ import dagster as dg
 from defer_orchestration.defs.assets.prod_dbt import build_prod_dbt_assets
 from defer_orchestration.defs.assets.prod_manifest import build_prod_manifest_asset
 from defer_orchestration import constants as c
-from defer_orchestration.defs.jobs import build_branch_ci_job, build_branch_teardown_job, prod_build_job
+from defer_orchestration.defs.jobs import (
+    build_branch_ci_job,
+    build_branch_parse_template_job,
+    build_branch_teardown_job,
+    prod_build_job,
+)
 from defer_orchestration.defs.schedules import build_branch_schema_ttl_schedule, build_prod_build_schedule
 from defer_orchestration.defs.sensors import (
     build_branch_ci_sensor,
+    build_branch_parse_template_sensor,
     build_branch_teardown_sensor,
     build_main_branch_sensor,
 )
@@ -59,12 +65,16 @@ def build_definitions(
     demo_assets = [build_raw_tables(production_pool, warehouse.kind)] if load_time.is_bundled_project() else []
     return dg.Definitions(
         assets=[*demo_assets, prod_dbt, build_prod_manifest_asset(prod_dbt)],
-        jobs=[prod_build_job, build_branch_ci_job(branch_pool), build_branch_teardown_job(branch_pool)],
+        jobs=[
+            prod_build_job, build_branch_ci_job(branch_pool), build_branch_teardown_job(branch_pool),
+            build_branch_parse_template_job(),
+        ],
         schedules=[build_prod_build_schedule(load.prod_cron), build_branch_schema_ttl_schedule()],
         sensors=[
             build_branch_ci_sensor(load.sensor_interval_s),
             build_branch_teardown_sensor(load.sensor_interval_s),
             build_main_branch_sensor(load.sensor_interval_s),
+            build_branch_parse_template_sensor(load.sensor_interval_s),
         ],
         # One process per run: every step holds the single-slot warehouse pool anyway, so a
         # process per step would only add ~5 s of start-up to each.

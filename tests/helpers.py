@@ -162,3 +162,45 @@ def record_publication(instance, stored, *, created_at: float | None = None) -> 
             },
         )
     )
+
+
+# --- parses compared (tests of dbt/parse_cache.py's template) ---------------------------
+
+# Fields that differ between two parses of the same files whatever the route.
+_VOLATILE = {"created_at", "generated_at", "invocation_id", "invocation_started_at"}
+
+
+def comparable(manifest: dict) -> dict:
+    """A manifest without its timestamps and invocation ids: what two parses of the same
+    files with the same profile must agree on, node by node."""
+
+    def strip(value):
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k not in _VOLATILE}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return {k: strip(v) for k, v in manifest.items() if k != "metadata"}
+
+
+def assert_same_parse(got: dict, fresh: dict) -> None:
+    """Equal, section by section and node by node, with the first difference named."""
+    got, fresh = comparable(got), comparable(fresh)
+    assert sorted(got) == sorted(fresh)
+    for section in fresh:
+        if isinstance(fresh[section], dict):
+            assert sorted(got[section]) == sorted(fresh[section]), section
+            for key in fresh[section]:
+                assert got[section][key] == fresh[section][key], f"{section}[{key}] differs"
+        else:
+            assert got[section] == fresh[section], section
+
+
+def branch_manifest(env, result) -> dict:
+    import json
+
+    """The run's manifest.json, its own scratch directory (compiled paths) named ``<run>``."""
+    run_dir = env.settings.core().run_dir(result.run_id)
+    text = (run_dir / "branch" / "target" / "manifest.json").read_text()
+    return json.loads(text.replace(json.dumps(str(run_dir))[1:-1], "<run>"))

@@ -134,6 +134,10 @@ def test_slim_vs_full_json_structure(tmp_path: Path) -> None:
     # The second push of the branch started from its previous parse.
     assert _is_stats(leaf["second_push_seconds"], 1)
     assert leaf["second_push_previous_parse"] == ["reused"]
+    # The first push started from production's parse template.
+    assert len(leaf["first_push_previous_parse"]) == 1
+    assert leaf["first_push_previous_parse"][0].startswith("template ") and leaf["first_push_previous_parse"][0].endswith(": reused")
+    assert size["parse_template_seconds"] > 0
     assert leaf["second_push_over_cli"] > 0
     kinds = sorted(r["kind"] for r in size["runs"])
     assert kinds == ["cli", "full", "slim", "slim_again"]

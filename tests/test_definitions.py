@@ -21,12 +21,15 @@ def test_defs_has_exactly_the_documented_names(prod_env) -> None:
         c.PROD_BUILD_JOB,
         c.BRANCH_CI_JOB,
         c.BRANCH_TEARDOWN_JOB,
+        c.BRANCH_PARSE_TEMPLATE_JOB,
     }
     assert {s.name for s in repo.schedule_defs} == {
         c.PROD_BUILD_SCHEDULE,
         c.BRANCH_SCHEMA_TTL_SCHEDULE,
     }
-    assert {s.name for s in repo.sensor_defs} == {c.BRANCH_CI_SENSOR, c.BRANCH_TEARDOWN_SENSOR, c.MAIN_BRANCH_SENSOR}
+    assert {s.name for s in repo.sensor_defs} == {
+        c.BRANCH_CI_SENSOR, c.BRANCH_TEARDOWN_SENSOR, c.MAIN_BRANCH_SENSOR, c.BRANCH_PARSE_TEMPLATE_SENSOR,
+    }
     keys = {key.to_user_string() for key in repo.asset_graph.get_all_asset_keys()}
     raw = {f"raw/{t}" for t in synthetic_data.RAW_TABLES}
     assert raw <= keys
@@ -72,3 +75,15 @@ def test_importing_the_definitions_module_reads_nothing_and_runs_no_dbt(tmp_path
         check=False,
     )
     assert done.stdout.strip() == "ok", done.stderr
+
+
+def test_the_parse_template_sensor_requests_one_run_per_published_commit(prod_env) -> None:
+    repo = prod_env.defs.get_repository_def()
+    sensor = repo.get_sensor_def(c.BRANCH_PARSE_TEMPLATE_SENSOR)
+    first = sensor.evaluate_tick(dg.build_sensor_context(instance=prod_env.instance, repository_def=repo))
+    assert [r.run_key for r in first.run_requests] == [f"template@{prod_env.repo_head}"]
+    assert first.run_requests[0].job_name in (None, c.BRANCH_PARSE_TEMPLATE_JOB)
+    again = sensor.evaluate_tick(
+        dg.build_sensor_context(instance=prod_env.instance, repository_def=repo, cursor=first.cursor)
+    )
+    assert not again.run_requests  # nothing new published since

@@ -15,11 +15,22 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from helpers import commit_all, fast_dir, git, init_repo, push_branch, run_branch, step_metadata
+from helpers import (
+    assert_same_parse,
+    branch_manifest,
+    commit_all,
+    fast_dir,
+    git,
+    init_repo,
+    push_branch,
+    run_branch,
+    step_metadata,
+)
 
 from defer_orchestration import constants as c
 from defer_orchestration.definitions import build_definitions
 from defer_orchestration.defs.manifest_resolution import latest_published_manifest
+from defer_orchestration.dbt import parse_cache
 from defer_orchestration.dbt.packages import package_key
 from defer_orchestration.lib.errors import NoManifestPublishedError
 from defer_orchestration.lib.schema_names import branch_schema_name
@@ -204,3 +215,32 @@ def test_no_manifest_is_published_by_a_project_without_a_build(team: TeamEnv) ->
     with dg.instance_for_test() as empty:
         with pytest.raises(NoManifestPublishedError):
             latest_published_manifest(empty)
+
+
+def test_a_first_push_starts_from_the_parse_template_and_parses_as_a_fresh_parse(
+    team: TeamEnv, tmp_path: Path
+) -> None:
+    """Custom schema macro (target.schema embedded), vars enabling nodes, packages (local
+    and git), seeds, snapshots: the template adapted to a branch equals a full parse."""
+    home = team.settings.core().home
+    made = team.defs.resolve_job_def(c.BRANCH_PARSE_TEMPLATE_JOB).execute_in_process(
+        instance=team.instance, raise_on_error=False
+    )
+    try:
+        assert made.success, step_metadata(made)
+        head = git(team.repo, "rev-parse", "HEAD")
+        model = f"{PROJECT}/models/marts/budget_vs_actual.sql"  # in custom schema `marts`, reads a var
+        branch = "feature/template-team"
+        push_branch(team.repo, branch, {model: (team.repo / model).read_text() + "\n-- tuned\n"}, tmp_path)
+        first = run_branch(team, branch)
+        assert first.success, step_metadata(first).get("__failure__")
+        assert step_metadata(first)["previous_parse"] == f"template {head[:12]}: reused"
+        fresh = run_branch(team, branch, reuse_parse=False)
+        assert fresh.success, step_metadata(fresh).get("__failure__")
+        got, want = branch_manifest(team, first), branch_manifest(team, fresh)
+        assert_same_parse(got, want)
+        schema = branch_schema_name(branch)
+        assert got["nodes"]["model.team.budget_vs_actual"]["schema"] == f"{schema}_marts"
+        assert "model.team.experimental_forecast" in got["nodes"]  # enabled by the var
+    finally:
+        shutil.rmtree(parse_cache.template_dir(home), ignore_errors=True)

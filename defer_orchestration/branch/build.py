@@ -366,10 +366,12 @@ class _Parsing:
 
 
 def _start_parse(dbt: DbtSession, paths: DbtPaths, home: Path, schema: str, *, reuse: bool) -> _Parsing:
-    """Seed the branch's previous parse (when ``reuse``) and start dbt's parse."""
+    """Seed the branch's previous parse (when ``reuse``) and start dbt's parse; a branch
+    without one (its first run) starts from production's parse template, if there is one."""
     cache = parse_cache.cache_dir(home, schema)
     seeded = reuse and parse_cache.seed(cache, paths.target_path, paths.project_dir)
-    pending = dbt.submit(["parse"], paths, target=c.BRANCH_TARGET)
+    template = parse_cache.template_for(home, schema, paths.project_dir) if reuse and not seeded else None
+    pending = dbt.submit(["parse"], paths, target=c.BRANCH_TARGET, parse_template=template)
     return _Parsing(pending, cache, seeded, keep=reuse)
 
 

@@ -14,19 +14,42 @@ absolute ``root_path`` of the checkout that parsed them, and a seed is read from
 build time. So a parse is only reused by a checkout at the same path (``branch_build``
 checks each branch out at a stable path), and the path is recorded next to the file.
 Files are replaced atomically; a branch's cache is removed with its schema.
+
+A branch's *first* run has no previous parse of its own. For it, a parse template is
+kept: a parse of production's latest commit made for a branch target whose schema is a
+placeholder (:func:`template_token`), checked out at that placeholder's stable path
+(``branch/parse_template.py`` makes it). Everything such a parse holds that differs
+between two branches derives from the schema name: node schemas and databases (DuckDB's
+branch catalog is ``db_<schema>``), relation names, the checkout's path. The dbt session
+child (``dbt/runner.py``) replaces the placeholder with the run's schema in every string
+of the template, checks that the template was made for the same connection as the run
+(dbt's profile hash with the schema put back), and hands it to dbt, which then re-reads
+only the files the branch changed, as for any partial parse. A project whose parse
+transforms the schema name instead of embedding it (``target.schema | upper``) leaves a
+piece of the placeholder behind; the template is then rejected and dbt parses in full.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import uuid
+from collections.abc import Mapping
 from contextlib import suppress
 from pathlib import Path
+from typing import Any
+
+from defer_orchestration.lib.schema_names import branch_hash, branch_schema_name
 
 PARSE_FILE = "partial_parse.msgpack"
 PROJECT_FILE = "project_dir.txt"
+TEMPLATE_DIR = "_template"  # not a branch schema's shape: no branch's cache can be named so
+TEMPLATE_FILE = "template.json"
+# The line the session child writes into a parse's output about the template it was given.
+TEMPLATE_LINE = "defer-orchestration parse template: "
+_TEMPLATE_BRANCH = "defer-orchestration/parse-template"
 
 _REJECTED = re.compile(r"Unable to do partial parsing because (?P<reason>[^\n]+)")
 
@@ -93,10 +116,112 @@ def drop(cache: Path) -> bool:
 
 def outcome(seeded: bool, dbt_output: str) -> str:
     """What became of the seeded parse, from dbt's output: ``reused``, ``none`` (nothing
-    to seed) or ``rejected: <dbt's reason>`` (dbt parsed in full)."""
+    to seed) or ``rejected: <dbt's reason>`` (dbt parsed in full). A template handed to
+    the session instead: ``template <sha>: reused`` or ``template <sha>: rejected: ...``."""
+    template = re.search(re.escape(TEMPLATE_LINE) + r"(?P<what>[^\n]+)", dbt_output)
+    if template:
+        what = template["what"].strip()
+        match = _REJECTED.search(dbt_output)
+        if what.endswith(": used") and match:  # dbt accepted it, then chose a full parse
+            return f"{what[: -len(': used')]}: rejected: {match['reason'].strip()}"
+        return what.replace(": used", ": reused")
     if not seeded:
         return "none"
     match = _REJECTED.search(dbt_output)
     if match:
         return f"rejected: {match['reason'].strip()}"
     return "reused"
+
+
+# --- the parse template: a first run's head start -------------------------------------
+
+
+def template_token() -> str:
+    """The placeholder schema a parse template is made for: shaped like a branch schema
+    (prefix, slug, hash), so a project's naming macros treat it as any branch's."""
+    return branch_schema_name(_TEMPLATE_BRANCH)
+
+
+def template_marker() -> str:
+    """The part of :func:`template_token` no project contains by chance (its hash); seen
+    in any case after substitution, the project transformed the schema name."""
+    return branch_hash(_TEMPLATE_BRANCH)
+
+
+def template_dir(home: Path) -> Path:
+    """Where the parse template is kept (one: production's latest commit)."""
+    return home / "parse_cache" / TEMPLATE_DIR
+
+
+def keep_template(target_path: Path, home: Path, *, project_dir: Path, token: str, sha: str) -> bool:
+    """Keep the parse just made (placeholder schema ``token``, commit ``sha``) as the
+    template; whether it was kept."""
+    cache = template_dir(home)
+    if not keep(target_path, cache, project_dir):
+        return False
+    meta = {"token": token, "sha": sha}
+    staged = cache / f".{TEMPLATE_FILE}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        staged.write_text(json.dumps(meta), encoding="utf-8")
+        os.replace(staged, cache / TEMPLATE_FILE)
+    except OSError:
+        with suppress(OSError):
+            staged.unlink(missing_ok=True)
+        return False
+    return True
+
+
+def template_meta(home: Path) -> dict[str, str]:
+    """The kept template's placeholder and commit (``{}`` when there is none)."""
+    try:
+        meta = json.loads((template_dir(home) / TEMPLATE_FILE).read_text(encoding="utf-8"))
+        return {"token": str(meta["token"]), "sha": str(meta["sha"])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def template_for(home: Path, schema: str, project_dir: Path) -> dict[str, str] | None:
+    """The template a first run of ``schema`` checked out at ``project_dir`` can start
+    from (what the session child needs: file, placeholder, schema, commit), or None."""
+    cache = template_dir(home)
+    meta = template_meta(home)
+    if not meta:
+        return None
+    token, sha = meta["token"], meta["sha"]
+    made_for = _made_for(cache)
+    if not token or made_for is None or made_for.replace(token, schema) != str(project_dir):
+        return None  # made at another path pattern (or by another layout): useless here
+    if not (cache / PARSE_FILE).is_file():
+        return None
+    return {"path": str(cache / PARSE_FILE), "token": token, "schema": schema, "sha": sha}
+
+
+def substitute(value: Any, old: str, new: str) -> Any:
+    """``value`` (decoded msgpack / JSON: dicts, lists, tuples, strings, scalars) with
+    ``old`` replaced by ``new`` in every string, dictionary keys included."""
+    if isinstance(value, str):
+        return value.replace(old, new) if old in value else value
+    if isinstance(value, dict):
+        return {substitute(k, old, new): substitute(v, old, new) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute(v, old, new) for v in value]
+    if isinstance(value, tuple):
+        return tuple(substitute(v, old, new) for v in value)
+    return value
+
+
+def residue(value: Any, marker: str) -> str | None:
+    """The first string of ``value`` containing ``marker`` in any letter case, or None."""
+    marker = marker.lower()
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if marker in item.lower():
+                return item
+        elif isinstance(item, Mapping):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return None

@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from defer_orchestration.dbt import parse_cache
+
 ENV_PACKAGES_DIR = "DEFER_ORCH_DBT_PACKAGES_DIR"
 
-_current: dict[str, str | None] = {"packages_dir": None, "project_dir": None}
+_current: dict[str, Any] = {"packages_dir": None, "project_dir": None, "parse_template": None}
 
 
 def project_dir_of(args: Sequence[str]) -> str | None:
@@ -92,6 +94,85 @@ def install_state_flags_hook() -> None:
     read_project_flags._defer_orchestration = True  # type: ignore[attr-defined]
     project.read_project_flags = read_project_flags
     cli_flags.read_project_flags = read_project_flags  # type: ignore[attr-defined]
+
+
+def set_parse_template(template: Mapping[str, str] | None) -> None:
+    """Start the next parse from this template (``dbt/parse_cache.template_for``) when the
+    target directory holds no parse of its own; None: dbt's own behaviour."""
+    _current["parse_template"] = dict(template) if template else None
+
+
+def install_parse_template_hook() -> None:
+    """Let ``ManifestLoader.read_manifest_for_partial_parse`` fall back to the template
+    set by :func:`set_parse_template` (see ``dbt/parse_cache.py``).
+
+    With a previous parse in the target directory, or no template, dbt reads as always.
+    Otherwise the template is adapted to the run's schema and goes through dbt's own
+    checks (version, vars, project files, env vars), plus one of ours replacing dbt's
+    profile check: the run's connection with the schema put back must be the template's.
+    Anything unexpected rejects it, and dbt parses in full. One line in the command's
+    output says which.
+    """
+    from dbt.constants import PARTIAL_PARSE_FILE_NAME
+    from dbt.flags import get_flags
+    from dbt.parser import manifest as manifest_module
+
+    loader_class = manifest_module.ManifestLoader
+    original: Callable[[Any], Any] = loader_class.read_manifest_for_partial_parse
+    if getattr(original, "_defer_orchestration", False):
+        return
+
+    def read_manifest_for_partial_parse(loader: Any) -> Any:
+        template = _current["parse_template"]
+        flags: Any = get_flags()  # type: ignore[no-untyped-call]
+        own = flags.PARTIAL_PARSE_FILE_PATH or os.path.join(loader.root_project.project_target_path, PARTIAL_PARSE_FILE_NAME)
+        if template is None or not flags.PARTIAL_PARSE or os.path.exists(own):
+            return original(loader)
+        try:
+            manifest, verdict = _adapted_template(loader, template, manifest_module)
+        except Exception as exc:  # a template is an optimisation: never fail the parse
+            manifest, verdict = None, f"rejected: could not be read ({type(exc).__name__}: {exc})"
+        print(f"{parse_cache.TEMPLATE_LINE}template {template.get('sha', '')[:12]}: {verdict}", flush=True)
+        return manifest
+
+    read_manifest_for_partial_parse._defer_orchestration = True  # type: ignore[attr-defined]
+    setattr(loader_class, "read_manifest_for_partial_parse", read_manifest_for_partial_parse)  # noqa: B010
+
+
+def _adapted_template(loader: Any, template: Mapping[str, str], manifest_module: Any) -> tuple[Any, str]:
+    """The template as the run's own previous parse would be, and ``used``; or None and
+    why it was rejected."""
+    import pprint
+    from datetime import datetime, timezone
+
+    from dbt.artifacts.resources.base import FileHash
+    from dbt.contracts.graph.manifest import Manifest
+
+    token, schema = template["token"], template["schema"]
+    with open(template["path"], "rb") as handle:
+        raw = manifest_module.extended_mashumuro_decoder(handle.read())
+    raw = parse_cache.substitute(raw, token, schema)
+    left = parse_cache.residue(raw, parse_cache.template_marker())
+    if left is not None:
+        return None, (
+            f"rejected: the project transforms the schema name rather than embedding it ({left[:120]!r})"
+        )
+    manifest = Manifest.from_msgpack(
+        manifest_module.extended_mashumaro_encoder(raw), decoder=manifest_module.extended_mashumuro_decoder
+    )
+    # dbt's profile check, for the connection the template was made with: the run's own
+    # with its schema put back.
+    connection = parse_cache.substitute(list(loader.root_project.credentials.connection_info()), schema, token)
+    connection.sort()
+    if manifest.state_check.profile_hash != FileHash.from_contents(pprint.pformat(connection)):
+        return None, "rejected: it was made for another connection (profile) than this run's"
+    manifest.state_check.profile_hash = loader.manifest.state_check.profile_hash
+    valid, reason = loader.is_partial_parsable(manifest)
+    if not valid:
+        return None, f"rejected: {str(getattr(reason, 'name', reason)).replace('_', ' ')}"
+    manifest.metadata.generated_at = datetime.now(timezone.utc).replace(tzinfo=None)
+    manifest.metadata.invocation_id = manifest_module.get_invocation_id()
+    return manifest, "used"
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -32,7 +32,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from defer_orchestration.dbt.cli import DbtPaths, DbtRun, dbt_arguments, dbt_environment
-from defer_orchestration.dbt.runner import install_packages_hook, install_state_flags_hook, set_packages_dir
+from defer_orchestration.dbt.runner import (
+    install_packages_hook,
+    install_parse_template_hook,
+    install_state_flags_hook,
+    set_packages_dir,
+    set_parse_template,
+)
 from defer_orchestration.lib.errors import DbtInvocationError
 
 # Commands that only read the parsed manifest; any other command (build mutates it while
@@ -76,15 +82,30 @@ class DbtSession:
         return self
 
     def invoke(
-        self, args: Sequence[str], paths: DbtPaths, *, target: str | None = None, check: bool = False
+        self,
+        args: Sequence[str],
+        paths: DbtPaths,
+        *,
+        target: str | None = None,
+        check: bool = False,
+        parse_template: Mapping[str, str] | None = None,
     ) -> DbtRun:
         """Run one dbt command (``["build", "--select", ...]``) and return what it did."""
-        return self.submit(args, paths, target=target).wait(check=check)
+        return self.submit(args, paths, target=target, parse_template=parse_template).wait(check=check)
 
-    def submit(self, args: Sequence[str], paths: DbtPaths, *, target: str | None = None) -> PendingCommand:
+    def submit(
+        self,
+        args: Sequence[str],
+        paths: DbtPaths,
+        *,
+        target: str | None = None,
+        parse_template: Mapping[str, str] | None = None,
+    ) -> PendingCommand:
         """Send one dbt command and return at once; ``.wait()`` on the result for what it
         did. The caller works meanwhile (dbt parses while we talk to the warehouse).
-        One command at a time: wait for a command before submitting the next."""
+        One command at a time: wait for a command before submitting the next.
+        ``parse_template`` (``parse_cache.template_for``): where a parse with no previous
+        parse of its own may start from."""
         if self._pending is not None:
             raise RuntimeError("a dbt session runs one command at a time: wait() for the previous one")
         self.start()
@@ -102,6 +123,7 @@ class DbtSession:
                         "output": str(output_path),
                         "packages_dir": str(paths.packages_dir) if paths.packages_dir else None,
                         "project_dir": str(paths.project_dir),
+                        "parse_template": dict(parse_template) if parse_template else None,
                     }
                 ) + "\n")
             self._process.stdin.flush()
@@ -253,6 +275,7 @@ def _serve(requests: IO[str], replies: IO[str]) -> None:
     _share_state_loads()
     install_packages_hook()
     install_state_flags_hook()
+    install_parse_template_hook()
     manifest: Any = None
     for line in requests:
         if not line.strip():
@@ -260,6 +283,7 @@ def _serve(requests: IO[str], replies: IO[str]) -> None:
         request = json.loads(line)
         args: list[str] = request["args"]
         set_packages_dir(request.get("packages_dir"), request.get("project_dir"))
+        set_parse_template(request.get("parse_template"))
         with open(request["output"], "w", encoding="utf-8") as out:
             real_stdout, sys.stdout = sys.stdout, out
             try:

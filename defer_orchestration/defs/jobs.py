@@ -1,4 +1,4 @@
-"""Jobs: the production build, branch CI and branch teardown.
+"""Jobs: the production build, branch CI, branch teardown and the branch parse template.
 
 Ops here only wire: typed launchpad config in (generated from the core's request),
 resources converted to plain settings, the procedure in ``branch/`` called, metadata
@@ -19,6 +19,7 @@ from pydantic import Field, create_model
 
 from defer_orchestration import constants as c
 from defer_orchestration.branch.build import run_branch_build
+from defer_orchestration.branch.parse_template import make_parse_template
 from defer_orchestration.branch.report import BranchBuildReport, to_markdown
 from defer_orchestration.branch.request import BranchBuildRequest, OnMissingState
 from defer_orchestration.branch.retry import can_retry
@@ -211,3 +212,44 @@ def build_branch_teardown_job(pool: str = c.WAREHOUSE_POOL) -> dg.JobDefinition:
         op()
 
     return branch_teardown_job
+
+
+def branch_parse_template(
+    context: dg.OpExecutionContext,
+    settings: DeferOrchSettings,
+    branch_settings: BranchCiSettings,
+) -> dg.Output[None]:
+    """Parse production's latest commit for a branch target, so each branch's first run
+    re-parses only the files it changed. Runs no SQL."""
+    try:
+        published = latest_published_manifest(context.instance)
+        made = make_parse_template(
+            settings.core(), branch_settings.repo_settings(settings), published,
+            run_id=context.run_id, log=context.log,
+        )
+    except DeferOrchestrationError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+    return dg.Output(
+        None,
+        metadata={
+            "sha": dg.MetadataValue.text(made.sha),
+            "manifest_version": dg.MetadataValue.text(published.version),
+            "dbt_parse_seconds": dg.MetadataValue.float(round(made.seconds, 3)),
+            "path": dg.MetadataValue.path(str(made.path)),
+        },
+    )
+
+
+def build_branch_parse_template_job() -> dg.JobDefinition:
+    """``branch_parse_template_job``: no pool (it never opens the warehouse for writing)."""
+    op = dg.op(name=c.BRANCH_PARSE_TEMPLATE_OP, out=dg.Out(dg.Nothing))(branch_parse_template)
+
+    @dg.job(
+        name=c.BRANCH_PARSE_TEMPLATE_JOB,
+        description="Parse production's latest commit for a branch target: a branch's first CI run "
+        "then re-parses only the files it changed instead of the whole project.",
+    )
+    def branch_parse_template_job():
+        op()
+
+    return branch_parse_template_job

@@ -7,6 +7,7 @@ A tick never runs dbt and never opens the warehouse.
 # config annotations of ops and assets at definition time and needs real types.
 
 
+import re
 from typing import Any
 
 import dagster as dg
@@ -240,3 +241,29 @@ def build_main_branch_sensor(minimum_interval_seconds: int = 30) -> dg.SensorDef
         return dg.SensorResult(run_requests=[request], cursor=plan.cursor)
 
     return main_branch_sensor
+
+
+def build_branch_parse_template_sensor(minimum_interval_seconds: int = 30) -> dg.SensorDefinition:
+    """``branch_parse_template_sensor``: one ``branch_parse_template_job`` run per newly
+    published production manifest (``run_key`` = the manifest's commit), so each branch's
+    first CI run starts from a parse of what production just built."""
+
+    @dg.asset_sensor(
+        name=c.BRANCH_PARSE_TEMPLATE_SENSOR,
+        asset_key=dg.AssetKey(c.PROD_MANIFEST_ASSET),
+        job_name=c.BRANCH_PARSE_TEMPLATE_JOB,
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+    )
+    def branch_parse_template_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
+        materialization = asset_event.asset_materialization
+        metadata = materialization.metadata if materialization is not None else {}
+        sha = metadata.get("git_sha")
+        sha_text = str(getattr(sha, "value", sha) or "")
+        if not re.fullmatch(r"[0-9a-f]{40}", sha_text):
+            return dg.SkipReason(
+                f"the new prod_manifest names no git commit ({sha_text or 'none'}); no parse template to make"
+            )
+        return dg.RunRequest(run_key=f"template@{sha_text}", tags={c.SHA_TAG: sha_text})
+
+    return branch_parse_template_sensor

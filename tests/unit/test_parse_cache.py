@@ -63,3 +63,59 @@ def test_outcome_reads_dbts_verdict() -> None:
     assert parse_cache.outcome(True, "12:00:00  Found 20 models") == "reused"
     output = "12:00:00  Unable to do partial parsing because profile has changed\n12:00:01  Found"
     assert parse_cache.outcome(True, output) == "rejected: profile has changed"
+
+
+# --- the parse template ---------------------------------------------------------------
+
+
+def test_substitute_replaces_in_every_string_and_key_and_keeps_shapes() -> None:
+    token = parse_cache.template_token()
+    value = {
+        "nodes": {f"x.{token}": {"schema": token, "relation_name": f'"db_{token}"."{token}_marts"."t"'}},
+        "list": [token, 3, None, (f"/w/{token}--checkout", 1.5)],
+        "untouched": "prod",
+    }
+    got = parse_cache.substitute(value, token, "br_feature_abc")
+    assert got == {
+        "nodes": {"x.br_feature_abc": {"schema": "br_feature_abc", "relation_name": '"db_br_feature_abc"."br_feature_abc_marts"."t"'}},
+        "list": ["br_feature_abc", 3, None, ("/w/br_feature_abc--checkout", 1.5)],
+        "untouched": "prod",
+    }
+
+
+def test_residue_finds_the_placeholder_in_any_case() -> None:
+    marker = parse_cache.template_marker()
+    assert marker in parse_cache.template_token()
+    assert parse_cache.residue({"a": ["x", {"b": f"Y_{marker.upper()}"}]}, marker) == f"Y_{marker.upper()}"
+    assert parse_cache.residue({f"k{marker}": 1}, marker) == f"k{marker}"
+    assert parse_cache.residue({"a": ["br_feature_abc", 1]}, marker) is None
+
+
+def test_a_template_serves_a_run_checked_out_at_its_own_stable_path(tmp_path: Path) -> None:
+    token = parse_cache.template_token()
+    made_at = tmp_path / "worktrees" / f"{token}--checkout" / "dbt_project"
+    assert parse_cache.keep_template(_parsed(tmp_path / "run", b"t"), tmp_path, project_dir=made_at, token=token, sha="a" * 40)
+    assert parse_cache.template_meta(tmp_path) == {"token": token, "sha": "a" * 40}
+    schema = "br_feature_abc_0123456789"
+    mine = tmp_path / "worktrees" / f"{schema}--checkout" / "dbt_project"
+    template = parse_cache.template_for(tmp_path, schema, mine)
+    assert template == {
+        "path": str(parse_cache.template_dir(tmp_path) / parse_cache.PARSE_FILE), "token": token,
+        "schema": schema, "sha": "a" * 40,
+    }
+    # A run at another path (a concurrent run of the same branch) gets none.
+    assert parse_cache.template_for(tmp_path, schema, tmp_path / "elsewhere" / "dbt_project") is None
+    # Nor without a template.
+    parse_cache.drop(parse_cache.template_dir(tmp_path))
+    assert parse_cache.template_for(tmp_path, schema, mine) is None
+    assert parse_cache.template_meta(tmp_path) == {}
+
+
+def test_outcome_reads_the_templates_verdict() -> None:
+    line = parse_cache.TEMPLATE_LINE
+    assert parse_cache.outcome(False, f"{line}template abc: used\n  Found 20 models") == "template abc: reused"
+    rejected = f"{line}template abc: rejected: vars changed\n"
+    assert parse_cache.outcome(False, rejected) == "template abc: rejected: vars changed"
+    # dbt accepted it, then chose a full parse on its own (a changed schema macro).
+    later = f"{line}template abc: used\nUnable to do partial parsing because change detected to override macro. Starting"
+    assert parse_cache.outcome(False, later) == "template abc: rejected: change detected to override macro. Starting"
