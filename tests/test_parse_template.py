@@ -24,10 +24,17 @@ pytestmark = pytest.mark.dbt
 LEAF = "dbt_project/models/marts/payment_method_summary.sql"
 ORDERS_MODEL = "models/marts/orders.sql"
 
+@pytest.fixture(params=["duckdb", "postgres"])
+def env(request: pytest.FixtureRequest):
+    """The session's production build on each warehouse."""
+    return request.getfixturevalue("prod_env" if request.param == "duckdb" else "postgres_prod_env")
+
+
 @pytest.fixture
-def template(prod_env) -> Iterator[dict]:
+def template(env) -> Iterator[dict]:
     """production's parse template, made by its job; removed afterwards (the session's
     other branch runs parse as before)."""
+    prod_env = env
     home = prod_env.settings.core().home
     result = prod_env.defs.resolve_job_def(c.BRANCH_PARSE_TEMPLATE_JOB).execute_in_process(
         instance=prod_env.instance, raise_on_error=False
@@ -39,7 +46,8 @@ def template(prod_env) -> Iterator[dict]:
         shutil.rmtree(parse_cache.template_dir(home), ignore_errors=True)
 
 
-def test_a_first_push_starts_from_the_template_and_parses_as_a_fresh_parse(prod_env, template, tmp_path) -> None:
+def test_a_first_push_starts_from_the_template_and_parses_as_a_fresh_parse(env, template, tmp_path) -> None:
+    prod_env = env
     assert template["sha"] == prod_env.repo_head
     branch = "feature/template-first-push"
     push_branch(prod_env.repo, branch, {LEAF: (prod_env.repo / LEAF).read_text() + "\n-- first push\n"}, tmp_path)
@@ -47,9 +55,7 @@ def test_a_first_push_starts_from_the_template_and_parses_as_a_fresh_parse(prod_
     metadata = step_metadata(first)
     assert first.success, metadata
     assert metadata["previous_parse"] == f"template {prod_env.repo_head[:12]}: reused"
-    assert metadata["selected_nodes"] == ["model.shop.payment_method_summary"] or (
-        "model.shop.payment_method_summary" in metadata["selected_nodes"]
-    )
+    assert "model.shop.payment_method_summary" in metadata["selected_nodes"]
     # The same commit parsed from nothing, at the same path, with the same profile.
     fresh = run_branch(prod_env, branch, reuse_parse=False)
     assert fresh.success, step_metadata(fresh)
