@@ -196,6 +196,29 @@ def template_for(home: Path, schema: str, project_dir: Path) -> dict[str, str] |
     return {"path": str(cache / PARSE_FILE), "token": token, "schema": schema, "sha": sha}
 
 
+def transformed(data: bytes, token: str) -> bool:
+    """Whether msgpack ``data`` holds the placeholder's marker (its hash) anywhere but
+    inside an exact ``token``: in another letter case or cut from the rest of the name,
+    i.e. the project transformed the schema name rather than embedding it."""
+    marker = template_marker().encode("ascii")
+    return data.lower().count(marker) != data.count(token.encode("utf-8"))
+
+
+def unpack_substituted(data: bytes, old: str, new: str, ext_hook: Any) -> Any:
+    """msgpack ``data`` decoded with ``old`` replaced by ``new`` in every string and key:
+    :func:`substitute` done while decoding (the hooks see each container once)."""
+    import msgpack  # type: ignore[import-untyped]
+
+    def text(value: Any) -> Any:
+        return value.replace(old, new) if value.__class__ is str and old in value else value
+
+    return msgpack.unpackb(
+        data, raw=False, ext_hook=ext_hook,
+        object_pairs_hook=lambda pairs: {text(k): text(v) for k, v in pairs},
+        list_hook=lambda items: [text(v) for v in items],
+    )
+
+
 def substitute(value: Any, old: str, new: str) -> Any:
     """``value`` (decoded msgpack / JSON: dicts, lists, tuples, strings, scalars) with
     ``old`` replaced by ``new`` in every string, dictionary keys included."""
@@ -208,20 +231,3 @@ def substitute(value: Any, old: str, new: str) -> Any:
     if isinstance(value, tuple):
         return tuple(substitute(v, old, new) for v in value)
     return value
-
-
-def residue(value: Any, marker: str) -> str | None:
-    """The first string of ``value`` containing ``marker`` in any letter case, or None."""
-    marker = marker.lower()
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if marker in item.lower():
-                return item
-        elif isinstance(item, Mapping):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, (list, tuple)):
-            stack.extend(item)
-    return None

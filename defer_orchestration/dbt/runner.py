@@ -150,13 +150,10 @@ def _adapted_template(loader: Any, template: Mapping[str, str], manifest_module:
 
     token, schema = template["token"], template["schema"]
     with open(template["path"], "rb") as handle:
-        raw = manifest_module.extended_mashumuro_decoder(handle.read())
-    raw = parse_cache.substitute(raw, token, schema)
-    left = parse_cache.residue(raw, parse_cache.template_marker())
-    if left is not None:
-        return None, (
-            f"rejected: the project transforms the schema name rather than embedding it ({left[:120]!r})"
-        )
+        data = handle.read()
+    if parse_cache.transformed(data, token):
+        return None, "rejected: the project transforms the schema name rather than embedding it"
+    raw = parse_cache.unpack_substituted(data, token, schema, manifest_module.extended_msgpack_decoder)
     manifest = Manifest.from_msgpack(
         manifest_module.extended_mashumaro_encoder(raw), decoder=manifest_module.extended_mashumuro_decoder
     )

@@ -83,12 +83,26 @@ def test_substitute_replaces_in_every_string_and_key_and_keeps_shapes() -> None:
     }
 
 
-def test_residue_finds_the_placeholder_in_any_case() -> None:
-    marker = parse_cache.template_marker()
-    assert marker in parse_cache.template_token()
-    assert parse_cache.residue({"a": ["x", {"b": f"Y_{marker.upper()}"}]}, marker) == f"Y_{marker.upper()}"
-    assert parse_cache.residue({f"k{marker}": 1}, marker) == f"k{marker}"
-    assert parse_cache.residue({"a": ["br_feature_abc", 1]}, marker) is None
+def test_a_transformed_placeholder_is_seen_in_the_raw_parse() -> None:
+    import msgpack
+
+    token, marker = parse_cache.template_token(), parse_cache.template_marker()
+    assert marker in token
+    embedded = msgpack.packb({"schema": token, "alias": f"{token}_named", "files": [f"/w/{token}--checkout"]})
+    assert not parse_cache.transformed(embedded, token)
+    assert parse_cache.transformed(msgpack.packb({"alias": token.upper()}), token)
+    assert parse_cache.transformed(msgpack.packb({"schema": token, "hash_only": marker}), token)
+
+
+def test_substituting_while_decoding_equals_substituting_after() -> None:
+    import msgpack
+
+    token = parse_cache.template_token()
+    value = {"a": [token, {f"k_{token}": [1, f"x{token}y", None]}], "b": {"c": "prod"}, token: 2.5}
+    data = msgpack.packb(value)
+    got = parse_cache.unpack_substituted(data, token, "br_new_0123456789", None)
+    assert got == parse_cache.substitute(msgpack.unpackb(data, raw=False), token, "br_new_0123456789")
+    assert got[token.replace(token, "br_new_0123456789")] == 2.5
 
 
 def test_a_template_serves_a_run_checked_out_at_its_own_stable_path(tmp_path: Path) -> None:
