@@ -421,6 +421,33 @@ def test_browser_shows_the_asset_graph_and_a_branch_runs_summary(
         shutil.copy(shot, artifacts_dir / shot.name)
 
 
+TEMPLATE_BRANCH = "feature/after-template"
+
+
+def test_a_publication_makes_the_parse_template_a_new_branch_starts_from(stack: Stack, wave: dict) -> None:
+    """branch_parse_template_sensor through the daemon: it launches branch_parse_template_job
+    for the latest published manifest; a branch pushed afterwards (its first run) starts
+    from that parse instead of parsing the whole project."""
+    stack.wait_idle(timeout=120)
+    stack.start_sensor(c.BRANCH_PARSE_TEMPLATE_SENSOR)
+    made = wait_for(
+        "a branch_parse_template_job run", lambda: stack.runs(c.BRANCH_PARSE_TEMPLATE_JOB) or None, timeout=60
+    )
+    run_id = made[0]["runId"]
+    assert stack.wait_run(run_id, timeout=120) == "SUCCESS", _failure_text(stack, run_id)
+    sha = _output_metadata(stack, run_id, c.BRANCH_PARSE_TEMPLATE_OP)["sha"]
+    scratch = Path(tempfile.mkdtemp(dir=stack.root))
+    push_branch(stack.repo, TEMPLATE_BRANCH, _append(stack, LEAF_BRANCHES["feature/leaf-daily"], "-- t\n"), scratch)
+
+    def branch_run() -> list[dict] | None:
+        return stack.runs(c.BRANCH_CI_JOB, tags={c.BRANCH_TAG: TEMPLATE_BRANCH}) or None
+
+    branch_id = wait_for("the new branch's run", branch_run, timeout=60)[0]["runId"]
+    assert stack.wait_run(branch_id, timeout=180) == "SUCCESS", _failure_text(stack, branch_id)
+    assert _output_metadata(stack, branch_id)["previous_parse"] == f"template {str(sha)[:12]}: reused"
+    assert len(stack.runs(c.BRANCH_PARSE_TEMPLATE_JOB)) == 1  # later ticks: nothing new published
+
+
 def test_a_merge_to_main_is_built_by_the_daemon_without_a_reload(stack: Stack, wave: dict) -> None:
     """main_branch_sensor through the daemon: its first tick builds main's head; a merge
     adding a model then produces one production run for the new head, which builds the
