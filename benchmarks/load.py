@@ -8,12 +8,14 @@ Three kinds of sample, each a new ``python -m benchmarks.load --child PROJECT HO
   head already stored its manifest in HOME (``store_commit_manifest``, as
   ``run_prod_build`` does) and left HOME's mirror behind; nothing else of HOME was used
   by a load yet. The manifest stored is a ``dbt parse`` of the head (a production build's
-  also carries compiled SQL: somewhat larger JSON).
+  also carries compiled SQL: somewhat larger JSON), with the asset spec cache the
+  production step writes for it (``cache_asset_specs``), so the load imports no dagster-dbt.
 - **warm load**: the same HOME loaded again.
 - **cold load**: a new HOME: the mirror is cloned and main's head parsed by dbt (the old
-  "first load", kept as its own column).
+  "first load", kept as its own column); dagster-dbt builds the specs and caches them.
 
-Each child times: imports (dagster, dagster-dbt, our definitions), main's head manifest
+Each child times: imports (dagster, our definitions; dagster-dbt only if the load needs
+it, inside ``build_definitions``, and says whether it did), main's head manifest
 (``prepare_head_manifest``: a ``git ls-remote`` and a file check when it is stored; a
 clone, a fetch and ``dbt parse`` when cold), the rest of ``build_definitions``,
 ``get_repository_def()`` and the repository snapshot a code server sends. It prints one
@@ -73,10 +75,8 @@ def load_child(project: str, home: str) -> dict[str, Any]:
     import dagster  # noqa: F401
 
     out: dict[str, Any] = {"import_dagster_seconds": time.perf_counter() - started, "started_epoch": started_epoch}
-    t = time.perf_counter()
-    import dagster_dbt  # noqa: F401
-
-    out["import_dagster_dbt_seconds"] = time.perf_counter() - t
+    # dagster-dbt is not imported here: a load with a spec cache never imports it (nor
+    # dbt-core), a load without one does so inside build_definitions (timed there).
     t = time.perf_counter()
     from defer_orchestration.definitions import build_definitions
     from defer_orchestration.production.head import prepare_head_manifest
@@ -99,6 +99,8 @@ def load_child(project: str, home: str) -> dict[str, Any]:
     repo_def = defs.get_repository_def()
     out["repository_def_seconds"] = time.perf_counter() - t
     out["asset_count"] = len(repo_def.asset_graph.get_all_asset_keys())
+    out["imported_dagster_dbt"] = "dagster_dbt" in sys.modules
+    out["imported_dbt"] = "dbt" in sys.modules
     # What a code server does next: snapshot the repository for the webserver/daemon.
     try:
         from dagster._core.remote_representation.external_data import RepositorySnap
@@ -161,9 +163,11 @@ def _committed_project(root: Path, n_models: int) -> tuple[Path, str]:
 
 def _production_home(project: Path, home: Path, sha: str, manifest: Path) -> None:
     """HOME as a production build of ``sha`` leaves it: the mirror fetched, the head's
-    manifest stored where the next load finds it (the product's own functions)."""
+    manifest stored where the next load finds it, with its asset spec cache (as the
+    production step writes it), by the product's own functions."""
     from defer_orchestration.branch.checkout import mirror_dir
-    from defer_orchestration.branch.comparison import store_commit_manifest
+    from defer_orchestration.branch.comparison import commit_manifest_cache, store_commit_manifest
+    from defer_orchestration.defs.assets.prod_dbt import cache_asset_specs
     from defer_orchestration.lib import git as product_git
     from defer_orchestration.resources import DeferOrchSettings
 
@@ -171,6 +175,8 @@ def _production_home(project: Path, home: Path, sha: str, manifest: Path) -> Non
     product_git.ensure_mirror(os.fspath(project), mirror_dir(core, os.fspath(project)))
     if not store_commit_manifest(core, sha, core.dbt_vars, manifest):
         raise BenchError(f"{home} already had a manifest of {sha[:12]}: not a first load")
+    if cache_asset_specs(commit_manifest_cache(core, sha, core.dbt_vars) / "manifest.json") is None:
+        raise BenchError(f"the asset specs of {sha[:12]} could not be cached: the first load would use dagster-dbt")
 
 
 def _stored_manifest(project: Path, home: Path, sha: str) -> Path:
@@ -215,7 +221,11 @@ def bench_load(
         return {
             key: stats([s[key] for s in samples if s.get(key) is not None])
             for key in _LOAD_KEYS
-        } | {"asset_count": samples[0].get("asset_count"), "snapshot_mb": samples[0].get("snapshot_mb")}
+        } | {
+            "asset_count": samples[0].get("asset_count"), "snapshot_mb": samples[0].get("snapshot_mb"),
+            "imported_dagster_dbt": [s.get("imported_dagster_dbt") for s in samples],
+            "imported_dbt": [s.get("imported_dbt") for s in samples],
+        }
 
     return {
         "n_models": n_models,
@@ -259,23 +269,32 @@ def markdown(results: dict[str, Any]) -> str:
     lines += [
         "",
         "Where a first load's time goes (medians, s): imports, main's head manifest (`git ls-remote` + "
-        "file check), the rest of `build_definitions` (reading the manifest, dagster-dbt's selection and "
-        "specs, our translator, the `Definitions`), `get_repository_def()`, the snapshot a code server "
-        "sends; the interpreter's start-up and exit (a code server does not exit after a load).",
+        "file check), the rest of `build_definitions` (the asset spec cache read and the `multi_asset`, or "
+        "without a cache dagster-dbt's import, selection and specs; the `Definitions`), `get_repository_def()`, "
+        "the snapshot a code server sends; the interpreter's start-up and exit (a code server does not exit "
+        "after a load). *dagster-dbt / dbt imported*: in how many of the first loads.",
         "",
-        "| N models | start-up | import dagster | import dagster-dbt (+ dbt-core) | import ours | head manifest | "
+        "| N models | start-up | import dagster | dagster-dbt / dbt imported | import ours | head manifest | "
         "rest of build_definitions | repository def | snapshot | in-process total | exit | process wall |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in results["load"]:
         f = row["first"]
-        cells = [
-            "startup_seconds", "import_dagster_seconds", "import_dagster_dbt_seconds", "import_definitions_seconds",
-            "prepare_manifest_seconds", "definitions_after_parse_seconds", "repository_def_seconds",
-            "snapshot_seconds", "total_in_process_seconds", "exit_seconds", "process_wall_seconds",
-        ]
-        lines.append(f"| {row['n_models']:,} | " + " | ".join(fmt_stats(f[k], 2) for k in cells) + " |")
+        cells = [fmt_stats(f[k], 2) for k in ("startup_seconds", "import_dagster_seconds")]
+        cells.append(f"{_imported(f, 'imported_dagster_dbt')} / {_imported(f, 'imported_dbt')}")
+        cells += [fmt_stats(f[k], 2) for k in (
+            "import_definitions_seconds", "prepare_manifest_seconds", "definitions_after_parse_seconds",
+            "repository_def_seconds", "snapshot_seconds", "total_in_process_seconds", "exit_seconds",
+            "process_wall_seconds",
+        )]
+        lines.append(f"| {row['n_models']:,} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _imported(summary: dict[str, Any], key: str) -> str:
+    """``k of n`` samples that imported a module (``–`` for results without the field)."""
+    flags = [flag for flag in summary.get(key) or [] if flag is not None]
+    return f"{sum(flags)} of {len(flags)}" if flags else "–"
 
 
 def _dirty() -> bool:

@@ -8,6 +8,12 @@ order), with row counts. A node the loaded asset graph does not know yet (a mode
 after this code location loaded) is still built and published; it is reported as a
 runtime materialization and listed in the step's metadata, and the next load shows it as
 an asset.
+
+The definition is dagster-dbt's ``@dbt_assets`` (``dbt_translator.py``). dagster-dbt and
+dbt-core cost more than a second of every load to import, so the specs it makes are cached
+next to the manifest (``spec_cache.py``; the production step caches the manifest it stores
+for the next load of its commit) and a load that finds them builds the same definition
+with plain Dagster, importing neither.
 """
 
 # No `from __future__ import annotations` here: Dagster inspects the `context` and
@@ -16,15 +22,16 @@ an asset.
 
 import graphlib
 import json
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, dbt_assets
 from pydantic import Field
 
 from defer_orchestration import constants as c
+from defer_orchestration.branch.comparison import commit_manifest_cache
 from defer_orchestration.dbt.args import merge_vars, parse_vars
 from defer_orchestration.dbt.artifacts import (
     TEST_TYPES,
@@ -34,80 +41,14 @@ from defer_orchestration.dbt.artifacts import (
     relation_address,
     result_statuses,
 )
+from defer_orchestration.defs.assets import spec_cache
 from defer_orchestration.defs.manifest_resolution import latest_published_manifest
 from defer_orchestration.lib.errors import DeferOrchestrationError, NoManifestPublishedError
 from defer_orchestration.lib.settings import PublishOn
 from defer_orchestration.production.build import ProdBuildRequest, ProdBuildResult, ProdMode, run_prod_build
 from defer_orchestration.resources import BranchCiSettings, DeferOrchSettings
 
-
-class ProdDbtTranslator(DagsterDbtTranslator):
-    """dagster-dbt's default keys and one group, and no source colliding with a node.
-
-    A source that reads a relation the project itself builds (a seed with ``+schema: raw``
-    read back through ``source('raw', ...)``) would get the same key as that node
-    (dagster-dbt refuses such definitions) or a key of its own that hides the real
-    dependency. Such a source is keyed ``source/<source>/<table>`` and every model reading
-    it is shown depending on the node that builds the relation instead. Sources of
-    relations built elsewhere keep dagster-dbt's default key (``raw/<table>``, which the
-    demo's raw assets meet).
-    """
-
-    def __init__(self, manifest: Mapping[str, Any]) -> None:
-        super().__init__()
-        self._built: dict[tuple[str, str], Mapping[str, Any]] = {}
-        for node in (manifest.get("nodes") or {}).values():
-            address = relation_address(node)
-            if address is not None:
-                self._built[(address[0].lower(), address[1].lower())] = node
-        self._redirect: dict[dg.AssetKey, dg.AssetKey] = {}  # source key -> the building node's key
-
-    def _building_node(self, props: Mapping[str, Any]) -> Mapping[str, Any] | None:
-        if props.get("resource_type") != "source":
-            return None
-        schema = str(props.get("schema") or "").lower()
-        identifier = str(props.get("identifier") or props.get("name") or "").lower()
-        return self._built.get((schema, identifier))
-
-    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
-        """A source of a relation the project builds: ``source/<source>/<table>``."""
-        key = super().get_asset_key(dbt_resource_props)
-        node = self._building_node(dbt_resource_props)
-        if node is None:
-            return key
-        source_key = key.with_prefix("source")
-        self._redirect[source_key] = super().get_asset_key(node)
-        return source_key
-
-    def get_asset_spec(self, manifest: Mapping[str, Any], unique_id: str, project: Any) -> dg.AssetSpec:
-        """dagster-dbt's spec, with dependencies on redirected sources pointed at the node."""
-        spec = super().get_asset_spec(manifest, unique_id, project)
-        if not any(dep.asset_key in self._redirect for dep in spec.deps):
-            return spec
-        deps, seen = [], set()
-        for dep in spec.deps:
-            key = self._redirect.get(dep.asset_key, dep.asset_key)
-            if key not in seen:
-                seen.add(key)
-                deps.append(dg.AssetDep(key, partition_mapping=dep.partition_mapping))
-        return spec.replace_attributes(deps=deps)
-
-    def get_asset_check_spec(
-        self, asset_spec: dg.AssetSpec, manifest: Mapping[str, Any], unique_id: str, project: Any
-    ) -> dg.AssetCheckSpec | None:
-        """dbt tests as non-blocking checks: whether a failing test fails the production
-        step is the publication policy's decision (``DEFER_ORCH_PUBLISH_ON``), not Dagster's."""
-        spec = super().get_asset_check_spec(asset_spec, manifest, unique_id, project)
-        if spec is None or not spec.blocking:
-            return spec
-        return dg.AssetCheckSpec(
-            name=spec.name, asset=spec.asset_key, description=spec.description,
-            additional_deps=spec.additional_deps, blocking=False, metadata=spec.metadata,
-        )
-
-    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
-        """Every production dbt node lives in the ``prod_dbt`` group."""
-        return c.PROD_DBT_GROUP
+UNIQUE_ID_METADATA_KEY = "dagster_dbt/unique_id"  # dagster-dbt's, on every spec it makes
 
 
 class ProdBuildConfig(dg.Config):
@@ -151,8 +92,44 @@ def _in_dependency_order(events: list[Any], assets_def: dg.AssetsDefinition) -> 
     return ordered + [ch for ch in checks if ch.asset_key not in reported] + others
 
 
+class _AssetKeys:
+    """The asset key of a dbt node: the loaded graph's (by unique_id) when it knows the
+    node, else our translator's over the build's manifest.
+
+    The loaded graph's keys come from its specs (``dagster_dbt/unique_id`` metadata), so a
+    definition rebuilt from the spec cache needs no translator and no dagster-dbt; only a
+    node merged after the load (built all the same, reported as a runtime materialization)
+    needs one, which imports dagster-dbt, at run time.
+    """
+
+    def __init__(self, known: Mapping[str, dg.AssetKey], manifest: Mapping[str, Any]) -> None:
+        self._known, self._manifest = known, manifest
+        self._translator: Any = None
+
+    def __call__(self, node: Mapping[str, Any]) -> dg.AssetKey:
+        key = self._known.get(str(node.get("unique_id") or ""))
+        if key is not None:
+            return key
+        if self._translator is None:
+            from defer_orchestration.defs.assets.dbt_translator import ProdDbtTranslator
+
+            self._translator = ProdDbtTranslator(self._manifest)
+        translated: dg.AssetKey = self._translator.get_asset_key(node)
+        return translated
+
+
+def _keys_by_unique_id(assets_def: dg.AssetsDefinition) -> dict[str, dg.AssetKey]:
+    """unique_id -> asset key of every dbt node of ``assets_def`` (dagster-dbt's metadata)."""
+    keys: dict[str, dg.AssetKey] = {}
+    for spec in assets_def.specs:
+        unique_id = spec.metadata.get(UNIQUE_ID_METADATA_KEY)
+        if isinstance(unique_id, str):
+            keys[unique_id] = spec.key
+    return keys
+
+
 def _events(
-    result: ProdBuildResult, assets_def: dg.AssetsDefinition, translator: ProdDbtTranslator
+    result: ProdBuildResult, assets_def: dg.AssetsDefinition, known_keys: Mapping[str, dg.AssetKey]
 ) -> tuple[list[Any], list[str]]:
     """The build's events for the loaded asset graph, and the nodes it does not know."""
     resources = all_resources(result.manifest)
@@ -160,6 +137,7 @@ def _events(
     seconds = execution_times(result.run_results)
     output_of = {key: name for name, key in assets_def.keys_by_output_name.items()}
     known_checks = set(assets_def.check_keys)
+    key_of = _AssetKeys(known_keys, result.manifest)
     events: list[Any] = []
     unknown: list[str] = []
     for unique_id in sorted(result.ran):
@@ -170,7 +148,7 @@ def _events(
             parent = resources.get(str(node.get("attached_node") or "")) or {}
             if not parent or node.get("resource_type") != "test":
                 continue  # singular tests and unit tests are not asset checks
-            check = dg.AssetCheckKey(translator.get_asset_key(parent), str(node.get("name")))
+            check = dg.AssetCheckKey(key_of(parent), str(node.get("name")))
             if check not in known_checks:
                 unknown.append(unique_id)
                 continue
@@ -184,7 +162,7 @@ def _events(
             continue
         if unique_id in result.row_counts:
             metadata["dagster/row_count"] = dg.MetadataValue.int(result.row_counts[unique_id])
-        key = translator.get_asset_key(node)
+        key = key_of(node)
         if key in output_of:
             events.append(dg.Output(None, output_name=output_of[key], metadata={**metadata, "rebuilt": True}))
         else:  # merged after this code location loaded: built and published all the same
@@ -197,7 +175,7 @@ def _events(
         node = resources.get(unique_id) or {}
         if relation_address(node) is None or statuses.get(unique_id) != NodeStatus.SUCCESS:
             continue
-        key = translator.get_asset_key(node)
+        key = key_of(node)
         if key in output_of:
             events.append(dg.Output(None, output_name=output_of[key], metadata={
                 "unique_id": unique_id, "rebuilt": False, "kept_from_version": result.kept_from or "",
@@ -238,14 +216,64 @@ def _latest(instance: dg.DagsterInstance) -> Any:
 
 
 def build_prod_dbt_assets(manifest_path: Path, pool: str = c.WAREHOUSE_POOL) -> dg.AssetsDefinition:
-    """The ``@dbt_assets`` definition over the project whose parsed manifest is given."""
+    """dagster-dbt's ``@dbt_assets`` definition over the project whose parsed manifest is
+    given: rebuilt from the manifest's spec cache when it has one (no dagster-dbt, no dbt
+    import), else made by dagster-dbt, which writes the cache for the next load."""
+    manifest_path = Path(manifest_path)
+    known_keys: dict[str, dg.AssetKey] = {}  # filled once the definition exists; read at run time
+    compute = _prod_dbt_compute(known_keys)
+    cached = spec_cache.read(manifest_path)
+    assets_def = spec_cache.build(cached, compute, pool=pool) if cached is not None else None
+    if assets_def is None:
+        assets_def = _with_dagster_dbt(manifest_path, compute, pool)
+        spec_cache.write(manifest_path, assets_def)
+    known_keys.update(_keys_by_unique_id(assets_def))
+    return assets_def
+
+
+def _with_dagster_dbt(manifest_path: Path, compute: Any, pool: str) -> dg.AssetsDefinition:
+    """The definition as dagster-dbt makes it (imports dagster-dbt and dbt-core)."""
+    from defer_orchestration.defs.assets.dbt_translator import build_with_dagster_dbt
 
     # Loaded here rather than passed as a path: dagster-dbt caches manifests by path, and a
     # reparsed project must not be served the manifest of the previous load.
-    manifest = json.loads(Path(manifest_path).read_text(encoding="utf-8"))
-    translator = ProdDbtTranslator(manifest)
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    return build_with_dagster_dbt(manifest, compute, name=c.PROD_DBT_OP, pool=pool)
 
-    @dbt_assets(manifest=manifest, name=c.PROD_DBT_OP, dagster_dbt_translator=translator, pool=pool)
+
+def cache_asset_specs(manifest_path: Path) -> Path | None:
+    """Make sure ``manifest_path`` has a spec cache (dagster-dbt builds the specs when it
+    has none), so the next code-location load of it imports no dagster-dbt; the cache
+    file, or None when the graph cannot be cached (see ``spec_cache.write``)."""
+    manifest_path = Path(manifest_path)
+    existing = spec_cache.existing(manifest_path)
+    if existing is not None:
+        return existing
+    return spec_cache.write(manifest_path, _with_dagster_dbt(manifest_path, _prod_dbt_compute({}), c.WAREHOUSE_POOL))
+
+
+def _cache_stored_specs(core: Any, request: ProdBuildRequest, result: ProdBuildResult, log: Any) -> None:
+    """The production build stored its manifest for the next load of its commit
+    (``store_commit_manifest``): give it its spec cache now, so that load (the first after
+    the build) is already a fast one. Never fails the step: the load falls back to
+    dagster-dbt and writes the cache itself."""
+    if not result.sha:
+        return
+    stored = commit_manifest_cache(core, result.sha, request.vars) / "manifest.json"
+    if not stored.is_file():
+        return
+    try:
+        started = time.perf_counter()
+        cache = cache_asset_specs(stored)
+        log.info(f"asset spec cache for the next load of {result.sha[:12]}: {cache} ({time.perf_counter() - started:.1f} s)")
+    except Exception as exc:  # the load still works without it
+        log.warning(f"could not cache the asset specs of {stored}: {exc!r}; the next load uses dagster-dbt")
+
+
+def _prod_dbt_compute(known_keys: Mapping[str, dg.AssetKey]) -> Any:
+    """The production step's body; ``known_keys`` maps the loaded graph's dbt unique_ids to
+    their asset keys (its events need no translator for them)."""
+
     def prod_dbt_models(
         context: dg.AssetExecutionContext,
         config: ProdBuildConfig,
@@ -267,7 +295,7 @@ def build_prod_dbt_assets(manifest_path: Path, pool: str = c.WAREHOUSE_POOL) -> 
             )
         except DeferOrchestrationError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
-        events, unknown = _events(result, context.assets_def, translator)
+        events, unknown = _events(result, context.assets_def, known_keys)
         _compute_output_asset_keys_once(context)
         yield from events
         summary = {
@@ -285,6 +313,7 @@ def build_prod_dbt_assets(manifest_path: Path, pool: str = c.WAREHOUSE_POOL) -> 
                 f"({', '.join(unknown[:10])}): built and published all the same; they appear as assets "
                 "after the next code-location load."
             )
+        _cache_stored_specs(core, request, result, context.log)
         if result.blocking:
             raise dg.Failure(
                 description=_failure_message(core.publish_on, result),
