@@ -43,7 +43,6 @@ import datetime as _dt
 import io
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -58,9 +57,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if os.fspath(REPO_ROOT) not in sys.path:
     sys.path.insert(0, os.fspath(REPO_ROOT))
 
-from benchmarks.branch_runs import _QUIET, BranchBench, _failure_text  # noqa: E402
+from benchmarks.branch_runs import BranchBench  # noqa: E402
 from benchmarks.common import (  # noqa: E402
-    BenchError, LoadSampler, dbt_env, dbt_executable, fmt_number, fmt_stats, git, log, ratio, stats, uptime,
+    BenchError, LoadSampler, dbt_env, dbt_executable, fmt_number, fmt_stats, git, log, machine_info, product_info,
+    ratio, stats, uptime,
 )
 from benchmarks.dbt_log import dbt_log_invocations, dbt_split, median_split  # noqa: E402
 from benchmarks.generate_project import GeneratedProject, generate_project  # noqa: E402
@@ -244,13 +244,7 @@ class BigBranchBench(BranchBench):
 
         log(f"N={n_models}: branch_parse_template_job")
         with steps.step("parse_template"):
-            started = time.monotonic()
-            template = self.defs.resolve_job_def(c.BRANCH_PARSE_TEMPLATE_JOB).execute_in_process(
-                instance=self.instance, run_config=_QUIET, raise_on_error=False
-            )
-            self.template_seconds = time.monotonic() - started
-        if not template.success:
-            raise BenchError(f"branch_parse_template_job failed:\n{_failure_text(template)}")
+            template = self.make_parse_template()
         meta = output_metadata(template, c.BRANCH_PARSE_TEMPLATE_OP)
         self.template = {
             "seconds": round(self.template_seconds, 3),
@@ -493,45 +487,6 @@ def bench_big_branch(
         "steps": steps.records,
         "load": load,
     }
-
-
-# What was measured, and on what -------------------------------------------------------------
-
-
-def machine_info() -> dict[str, Any]:
-    """The machine and the versions that matter (as ``benchmarks.run`` records them)."""
-    import importlib.metadata as md
-
-    versions: dict[str, str | None] = {}
-    for dist in ("dagster", "dagster-dbt", "dbt-core", "dbt-duckdb", "duckdb"):
-        try:
-            versions[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            versions[dist] = None
-    mem_gb = None
-    with contextlib.suppress(OSError, ValueError):
-        mem_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
-    return {
-        "cpus": os.cpu_count(),
-        "memory_gb": mem_gb,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
-        "versions": versions,
-    }
-
-
-def product_info() -> dict[str, Any]:
-    """The product commit measured (``git rev-parse HEAD``) and its modified product files."""
-    try:
-        sha = git(REPO_ROOT, "rev-parse", "HEAD")
-        dirty = git(REPO_ROOT, "status", "--porcelain", "--", "defer_orchestration")
-    except (BenchError, OSError):
-        return {"git_sha": None, "dirty_files": None}
-    return {"git_sha": sha, "dirty_files": [line[3:] for line in dirty.splitlines()]}
-
-
-# Markdown ------------------------------------------------------------------------------------
 
 
 def _phase_text(phases: dict[str, float], minimum: float = 0.05) -> str:

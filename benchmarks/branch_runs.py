@@ -97,20 +97,25 @@ class BranchBench:
         # The first branch run would clone our private mirror; steady state is a fetch.
         repo = self.branch_settings.repo(self.settings)
         product_git.ensure_mirror(repo, mirror_dir(self.settings.core(), repo))
-        # What branch_parse_template_sensor launches after each publication: the parse a
-        # branch's first run starts from.
-        started = time.monotonic()
-        template = self.defs.resolve_job_def(c.BRANCH_PARSE_TEMPLATE_JOB).execute_in_process(
-            instance=self.instance, run_config=_QUIET, raise_on_error=False
-        )
-        self.template_seconds = time.monotonic() - started
-        if not template.success:
-            raise BenchError(f"branch_parse_template_job failed:\n{_failure_text(template)}")
+        self.make_parse_template()
         log(f"N={n_models}: parse template made in {self.template_seconds:.1f}s")
         self.cli = RawCli(
             self.repo, "bench", settings=self.settings.core(), main_sha=self.main_sha,
             state_dir=Path(self.published.path), root=root / "cli",
         )
+
+    def make_parse_template(self) -> Any:
+        """``branch_parse_template_job`` in-process, what ``branch_parse_template_sensor``
+        launches after each publication: the parse a branch's first run starts from. Sets
+        ``template_seconds``; returns the run's result."""
+        started = time.monotonic()
+        template = self.defs.resolve_job_def(self.c.BRANCH_PARSE_TEMPLATE_JOB).execute_in_process(
+            instance=self.instance, run_config=_QUIET, raise_on_error=False
+        )
+        self.template_seconds = time.monotonic() - started
+        if not template.success:
+            raise BenchError(f"branch_parse_template_job failed:\n{_failure_text(template)}")
+        return template
 
     def model_for(self, change: str) -> str:
         return {"leaf": self.project.leaf_model, "mid": self.project.mid_model, "hub": self.project.hub_model}[change]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -302,3 +303,43 @@ def uptime() -> str:
     """``uptime``'s line (load averages over 1, 5 and 15 minutes), as recorded with results."""
     done = subprocess.run(["uptime"], capture_output=True, text=True)
     return done.stdout.strip() if done.returncode == 0 else ""
+
+
+# What the numbers were measured on and with -------------------------------------------------
+
+
+def machine_info() -> dict[str, Any]:
+    """What the numbers were measured on (every benchmark's results record it)."""
+    import importlib.metadata as md
+
+    versions = {}
+    for dist in ("dagster", "dagster-dbt", "dbt-core", "dbt-duckdb", "duckdb"):
+        try:
+            versions[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            versions[dist] = None
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = None
+    mem_gb = None
+    with contextlib.suppress(OSError, ValueError):
+        mem_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gb": mem_gb,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "loadavg_at_start": [round(x, 2) for x in load] if load else None,
+        "versions": versions,
+    }
+
+
+def product_info() -> dict[str, Any]:
+    """Which product code was measured (the repository's HEAD and whether it was modified)."""
+    try:
+        sha = git(REPO_ROOT, "rev-parse", "HEAD")
+        dirty = git(REPO_ROOT, "status", "--porcelain", "--", "defer_orchestration")
+    except (BenchError, OSError):
+        return {"git_sha": None, "dirty_files": None}
+    return {"git_sha": sha, "dirty_files": [line[3:] for line in dirty.splitlines()]}

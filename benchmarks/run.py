@@ -44,11 +44,9 @@ within one invocation. Benchmarks are not tests: nothing here asserts a timing.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as _dt
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -63,7 +61,7 @@ if os.fspath(REPO_ROOT) not in sys.path:
     sys.path.insert(0, os.fspath(REPO_ROOT))
 
 from benchmarks.branch_runs import CHANGES, bench_branch_runs  # noqa: E402
-from benchmarks.common import BenchError, git, log  # noqa: E402
+from benchmarks.common import log, machine_info, product_info  # noqa: E402
 from benchmarks.contention import bench_contention  # noqa: E402
 from benchmarks.load import bench_load  # noqa: E402
 from benchmarks.parallel import bench_parallel  # noqa: E402
@@ -73,46 +71,6 @@ from benchmarks.storage import bench_storage  # noqa: E402
 
 SCHEMA_VERSION = 1
 MEASUREMENTS = ("slim", "overhead", "load", "sensor", "contention", "storage", "parallel")
-
-
-# What the numbers were measured on and with -------------------------------------------------
-
-
-def machine_info() -> dict[str, Any]:
-    """What the numbers were measured on."""
-    import importlib.metadata as md
-
-    versions = {}
-    for dist in ("dagster", "dagster-dbt", "dbt-core", "dbt-duckdb", "duckdb"):
-        try:
-            versions[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            versions[dist] = None
-    try:
-        load = os.getloadavg()
-    except OSError:
-        load = None
-    mem_gb = None
-    with contextlib.suppress(OSError, ValueError):
-        mem_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
-    return {
-        "cpus": os.cpu_count(),
-        "memory_gb": mem_gb,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "loadavg_at_start": [round(x, 2) for x in load] if load else None,
-        "versions": versions,
-    }
-
-
-def product_info() -> dict[str, Any]:
-    """Which product code was measured (the repository's HEAD and whether it was modified)."""
-    try:
-        sha = git(REPO_ROOT, "rev-parse", "HEAD")
-        dirty = git(REPO_ROOT, "status", "--porcelain", "--", "defer_orchestration")
-    except (BenchError, OSError):
-        return {"git_sha": None, "dirty_files": None}
-    return {"git_sha": sha, "dirty_files": [line[3:] for line in dirty.splitlines()]}
 
 
 # Entry point -------------------------------------------------------------------------------
