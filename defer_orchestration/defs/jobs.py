@@ -148,19 +148,24 @@ def branch_build(
     yield dg.Output(None, metadata=metadata)
 
 
-def build_branch_ci_job(pool: str = c.WAREHOUSE_POOL) -> dg.JobDefinition:
-    """``branch_ci_job``, its step holding ``pool`` (the warehouse's choice)."""
-    op = dg.op(name=c.BRANCH_BUILD_OP, pool=pool, out=dg.Out(dg.Nothing))(branch_build)
+def _one_op_job(name: str, op: dg.OpDefinition, description: str) -> dg.JobDefinition:
+    """A job of the single op ``op``."""
 
-    @dg.job(
-        name=c.BRANCH_CI_JOB,
-        description="Slim CI for one branch commit: `dbt build --select state:modified+ --defer` into "
-        "the branch's own schema. Records a summary, never a production asset event.",
-    )
-    def branch_ci_job():
+    @dg.job(name=name, description=description)
+    def job():
         op()
 
-    return branch_ci_job
+    return job
+
+
+def build_branch_ci_job(pool: str = c.WAREHOUSE_POOL) -> dg.JobDefinition:
+    """``branch_ci_job``, its step holding ``pool`` (the warehouse's choice)."""
+    return _one_op_job(
+        c.BRANCH_CI_JOB,
+        dg.op(name=c.BRANCH_BUILD_OP, pool=pool, out=dg.Out(dg.Nothing))(branch_build),
+        "Slim CI for one branch commit: `dbt build --select state:modified+ --defer` into "
+        "the branch's own schema. Records a summary, never a production asset event.",
+    )
 
 
 class BranchTeardownConfig(dg.Config):
@@ -201,17 +206,12 @@ def branch_teardown(
 
 def build_branch_teardown_job(pool: str = c.WAREHOUSE_POOL) -> dg.JobDefinition:
     """``branch_teardown_job``, its step holding ``pool``."""
-    op = dg.op(name=c.BRANCH_TEARDOWN_OP, pool=pool)(branch_teardown)
-
-    @dg.job(
-        name=c.BRANCH_TEARDOWN_JOB,
-        description="Drop the schemas of deleted (or long idle) branches. Never touches anything "
+    return _one_op_job(
+        c.BRANCH_TEARDOWN_JOB,
+        dg.op(name=c.BRANCH_TEARDOWN_OP, pool=pool)(branch_teardown),
+        "Drop the schemas of deleted (or long idle) branches. Never touches anything "
         "but schemas branch CI created.",
     )
-    def branch_teardown_job():
-        op()
-
-    return branch_teardown_job
 
 
 def branch_parse_template(
@@ -242,14 +242,9 @@ def branch_parse_template(
 
 def build_branch_parse_template_job() -> dg.JobDefinition:
     """``branch_parse_template_job``: no pool (it never opens the warehouse for writing)."""
-    op = dg.op(name=c.BRANCH_PARSE_TEMPLATE_OP, out=dg.Out(dg.Nothing))(branch_parse_template)
-
-    @dg.job(
-        name=c.BRANCH_PARSE_TEMPLATE_JOB,
-        description="Parse production's latest commit for a branch target: a branch's first CI run "
+    return _one_op_job(
+        c.BRANCH_PARSE_TEMPLATE_JOB,
+        dg.op(name=c.BRANCH_PARSE_TEMPLATE_OP, out=dg.Out(dg.Nothing))(branch_parse_template),
+        "Parse production's latest commit for a branch target: a branch's first CI run "
         "then re-parses only the files it changed instead of the whole project.",
     )
-    def branch_parse_template_job():
-        op()
-
-    return branch_parse_template_job
