@@ -95,7 +95,3 @@ def make_parse_template(
     log.info(f"parse template for {sha[:12]} made in {parse.seconds:.1f}s")
     return ParseTemplate(sha, token, parse.seconds, parse_cache.template_dir(settings.home))
 
-
-def template_sha(settings: Settings) -> str | None:
-    """The commit the kept template was made from, or None."""
-    return parse_cache.template_meta(settings.home).get("sha")
