@@ -234,7 +234,8 @@ def test_the_production_step_caches_the_specs_of_the_manifest_it_stored(
     result = ProdBuildResult(
         sha=sha, target_path=tmp_path, manifest={}, run_results={}, ran=set(), commands=[], blocking=[], failing_tests=[],
     )
-    prod_dbt._cache_stored_specs(core, ProdBuildRequest(sha=sha, vars=dbt_vars), result, logging.getLogger("test"))
+    finish = prod_dbt._cache_stored_specs(core, ProdBuildRequest(sha=sha, vars=dbt_vars), result, logging.getLogger("test"))
+    finish()  # the child process caching them has ended
     assert spec_cache.existing(stored) is not None
     want = spec_cache.definition_signature(_reference(stored))
     assert spec_cache.definition_signature(_from_cache(stored)) == want

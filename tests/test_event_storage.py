@@ -314,6 +314,14 @@ def test_prod_build_records_each_node_once(storage: str, tmp_path: Path, request
         mats, checks = _dbt_step_counts(instance, result.run_id)
         assert mats == collections.Counter({uid: 1 for uid in built})
         assert checks == collections.Counter({uid: 1 for uid in tests})
+        # One output per built node; a (non-blocking) test's evaluation comes without the
+        # empty check output Dagster would add (``step_events.DbtTestResult.for_step``).
+        outputs = [
+            r.dagster_event.step_output_data.output_name for r in instance.all_logs(result.run_id)
+            if r.dagster_event is not None and r.dagster_event.step_key == c.PROD_DBT_OP
+            and r.dagster_event.event_type_value == "STEP_OUTPUT"
+        ]
+        assert len(outputs) == len(set(outputs)) == len(built)
         # The cross-run tables agree: each asset's latest materialization and each check's
         # latest execution are this run's, resolved (not left planned).
         dbt_keys = {
@@ -334,6 +342,34 @@ def test_prod_build_records_each_node_once(storage: str, tmp_path: Path, request
             [record] = instance.event_log_storage.get_asset_check_execution_history(key, limit=5)
             assert (record.run_id, record.status.value) == (result.run_id, "SUCCEEDED"), key
         assert instance.get_run_by_id(result.run_id).status == dg.DagsterRunStatus.SUCCESS
+        _assert_provenance_points_at_this_run(instance, result.run_id, dbt_keys)
+
+
+def _assert_provenance_points_at_this_run(instance: dg.DagsterInstance, run_id: str, keys: set[dg.AssetKey]) -> None:
+    """What the dbt step read back while recording (``step_events``: a generation's records
+    in one query) is this run's: each check evaluation targets its asset's materialization
+    of this run, and each materialization's input pointers name its parents' of this run."""
+    mat_id = {key: instance.fetch_materializations(key, limit=1).records[0].storage_id for key in keys}
+    evaluations = [
+        r for r in instance.all_logs(run_id)
+        if r.dagster_event is not None and r.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"
+    ]
+    for record in evaluations:
+        data = record.dagster_event.event_specific_data
+        target = data.target_materialization_data
+        assert target is not None and target.run_id == run_id, data.asset_check_key
+        assert target.storage_id == mat_id[data.asset_key], data.asset_check_key
+    pointers = 0
+    for key in keys:
+        [latest] = instance.fetch_materializations(key, limit=1).records
+        tags = latest.event_log_entry.dagster_event.event_specific_data.materialization.tags or {}
+        for tag, value in tags.items():
+            if tag.startswith("dagster/input_event_pointer/"):
+                parent = dg.AssetKey.from_user_string(tag.removeprefix("dagster/input_event_pointer/"))
+                if parent in mat_id:
+                    assert value == str(mat_id[parent]), (key, parent)
+                    pointers += 1
+    assert pointers > 0, "no materialization recorded a parent's pointer: nothing was checked"
 
 
 def _read_progress(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
@@ -414,10 +450,10 @@ def test_a_killed_prod_run_loses_nothing_it_reported(
 
 
 def test_the_dbt_step_computes_its_output_asset_keys_once() -> None:
-    """``prod_dbt``'s step context answers Dagster's per-output ordering check from one
+    """The dbt step's context answers Dagster's per-output ordering check from one
     computation (Dagster recomputes it per asset output: quadratic in a dbt step), and the
     answer is Dagster's own."""
-    from defer_orchestration.defs.assets.prod_dbt import _compute_output_asset_keys_once
+    from defer_orchestration.defs.assets import step_events
 
     seen: dict[str, Any] = {}
 
@@ -426,7 +462,7 @@ def test_the_dbt_step_computes_its_output_asset_keys_once() -> None:
     def chain(context):  # unannotated: this module has `from __future__ import annotations`
         step_context = context.get_step_execution_context()
         seen["dagster"] = set(step_context.get_output_asset_keys())
-        _compute_output_asset_keys_once(context)
+        step_events.compute_output_asset_keys_once(step_context)
         seen["cached"] = step_context.get_output_asset_keys()
         seen["same_object"] = step_context.get_output_asset_keys() is seen["cached"]
         yield dg.MaterializeResult(asset_key="one")
@@ -438,3 +474,66 @@ def test_the_dbt_step_computes_its_output_asset_keys_once() -> None:
         assert dg.materialize([chain], instance=instance).success
     assert seen["dagster"] == {dg.AssetKey("one"), dg.AssetKey("two"), dg.AssetKey("three")}
     assert seen["cached"] == seen["dagster"] and seen["same_object"]
+
+
+@pytest.mark.parametrize("can_subset", [True, False])
+def test_dbt_test_results_evaluate_as_dagsters_check_results_do(can_subset: bool) -> None:
+    """``DbtTestResult`` (no per-result resolution against every check of the step) makes
+    the evaluation Dagster's ``AssetCheckResult`` makes: same fields, same target
+    materialization, blocking and severity from the spec and the result. Yielded through
+    ``for_step``, a non-blocking check's evaluation comes without Dagster's empty check
+    output, a blocking one's with it, and any with it where outputs are required (a
+    definition that cannot be subset)."""
+    from dagster._record import copy
+
+    from defer_orchestration.defs.assets.step_events import DbtTestResult, step_context_of
+
+    names = [f"{p}{s}" for p in "dge" for s in "ab"]
+
+    @dg.multi_asset(
+        specs=[dg.AssetSpec("one"), dg.AssetSpec("two", deps=["one"])],
+        check_specs=[dg.AssetCheckSpec(name, asset="two", blocking=name.endswith("b")) for name in names],
+        can_subset=can_subset,
+    )
+    def pair(context):  # unannotated: this module has `from __future__ import annotations`
+        step_context = step_context_of(context)
+        yield dg.MaterializeResult(asset_key="one")
+        yield dg.MaterializeResult(asset_key="two")
+        for prefix in "dge":
+            cls = dg.AssetCheckResult if prefix == "g" else DbtTestResult
+            for result in (
+                cls(asset_key="two", check_name=f"{prefix}a", passed=True, metadata={"n": 1}),
+                cls(asset_key="two", check_name=f"{prefix}b", passed=False,
+                    severity=dg.AssetCheckSeverity.WARN, description="warned"),
+            ):
+                yield result.for_step(step_context) if prefix == "e" else result
+
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([pair], instance=instance)
+        assert result.success
+        evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+        [mat] = instance.fetch_materializations(dg.AssetKey("two"), limit=1).records
+        outputs = {
+            r.dagster_event.step_output_data.output_name for r in instance.all_logs(result.run_id)
+            if r.dagster_event is not None and r.dagster_event.event_type_value == "STEP_OUTPUT"
+        }
+    assert set(evaluations) == set(names)
+    for suffix in ("a", "b"):
+        dagsters = evaluations[f"g{suffix}"]
+        for prefix in "de":
+            ours = evaluations[f"{prefix}{suffix}"]
+            assert copy(ours, check_name="x") == copy(dagsters, check_name="x")
+            assert ours.target_materialization_data.storage_id == mat.storage_id
+    assert evaluations["db"].blocking and not evaluations["da"].blocking
+    assert evaluations["db"].severity == dg.AssetCheckSeverity.WARN
+    check_outputs = {name for name in outputs if name.startswith("two_")}
+    assert check_outputs == {"two_da", "two_db", "two_ga", "two_gb", "two_eb"} | (set() if can_subset else {"two_ea"})
+
+
+def test_generations_put_every_asset_after_its_dependencies_in_the_step() -> None:
+    from defer_orchestration.defs.assets.step_events import generations
+
+    a, b, c_, d, outside = (dg.AssetKey(n) for n in ("a", "b", "c", "d", "outside"))
+    deps = {a: {outside}, b: {a}, c_: {a, outside}, d: {b, c_}}
+    assert generations({k: None for k in (d, c_, b, a)}, deps) == [[a], [b, c_], [d]]
+    assert generations({}, deps) == []

@@ -8,17 +8,20 @@ dagster-postgres opens a new connection (TCP, password check) for every statemen
 
 Here (same tables, same rows, the same ``NOTIFY`` for version skew):
 
-- an event or a batch of any kinds is one transaction: the events inserted in one
-  statement, then their tags, asset rows and check rows;
-- the engine keeps one connection (``pool_size=1``, more opened on demand and closed when
-  returned; ``pool_pre_ping`` replaces one the server dropped), as dagster-postgres' own
-  webserver mode does;
-- the transaction runs with ``synchronous_commit=off`` unless it holds a durability point
-  (a run status change or a step's end): the server acknowledges the commit before its
-  WAL reaches disk. The writing process dying loses nothing (the server has it); the
-  server crashing may lose the last few hundred milliseconds of such commits (at most
-  three ``wal_writer_delay``), never a run status, and the database stays consistent. A
-  server already running with ``synchronous_commit=off`` is unaffected either way.
+- an event or a batch of any kinds is one transaction: the events inserted (and announced
+  with ``NOTIFY``) in one statement, then their tags, asset rows and check rows;
+- writes go through one kept connection (opened on first write, ``READ COMMITTED``):
+  no pool checkout, liveness ping or isolation switch per event. A connection the server
+  dropped is replaced and the batch retried once, when the batch's first statement found
+  it dead (nothing was written); any other failure is raised as Dagster's would be.
+  Reads keep dagster-postgres' pooled engine (``pool_size=1``, ``pool_pre_ping``);
+- the writing connection runs with ``synchronous_commit=off``, a transaction holding a
+  durability point (a run status change or a step's end) with the server's own setting:
+  the server acknowledges other commits before their WAL reaches disk. The writing
+  process dying loses nothing (the server has it); the server crashing may lose the last
+  few hundred milliseconds of such commits (at most three ``wal_writer_delay``), never a
+  run status, and the database stays consistent. A server already running with
+  ``synchronous_commit=off`` is unaffected either way.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from dagster_postgres.utils import (
     create_pg_engine,
     get_token_provider_from_config,
     pg_url_from_config,
+    retry_pg_connection_fn,
 )
 from sqlalchemy.engine import Connection
 
@@ -80,6 +84,8 @@ class PostgresBatchedEventLogStorage(CachedSchemaLookups, PostgresEventLogStorag
         token_provider: Any = None,
     ) -> None:
         self._writing = threading.local()
+        self._writer_lock = threading.Lock()
+        self._writer: Connection | None = None
         super().__init__(postgres_url, should_autocreate_tables, inst_data=inst_data, token_provider=token_provider)
         self._engine.dispose()
         self._engine = create_pg_engine(
@@ -118,32 +124,73 @@ class PostgresBatchedEventLogStorage(CachedSchemaLookups, PostgresEventLogStorag
         if not events:
             return
         durable = any(is_durability_point(event) for event in events)
-        with super()._connect() as base:
-            conn = base.execution_options(isolation_level="READ COMMITTED")
-            with conn.begin():
-                if not durable:
-                    conn.execute(db.text("SET LOCAL synchronous_commit TO OFF"))
-                self._writing.conn = conn
+        with self._writer_lock:
+            for attempt in (1, 2):
+                conn = self._writer_connection()
+                progress = {"first_statement_done": False}
                 try:
-                    self._store(conn, events)
-                finally:
-                    self._writing.conn = None
+                    with conn.begin():
+                        if durable:  # the server's own setting: flushed before the commit returns
+                            conn.execute(db.text("SET LOCAL synchronous_commit TO DEFAULT"))
+                            progress["first_statement_done"] = True
+                        self._writing.conn = conn
+                        try:
+                            self._store(conn, events, progress)
+                        finally:
+                            self._writing.conn = None
+                    return
+                except db.exc.DBAPIError as exc:
+                    self._drop_writer()
+                    if attempt == 2 or not exc.connection_invalidated or progress["first_statement_done"]:
+                        raise
 
-    def _store(self, conn: Connection, events: Sequence[EventLogEntry]) -> None:
-        result = conn.execute(
-            self.prepare_insert_event_batch(events).returning(
-                SqlEventLogStorageTable.c.run_id, SqlEventLogStorageTable.c.id
-            )
-        )
-        # PostgreSQL returns the rows of a multi-row INSERT ... RETURNING in VALUES order
-        # (dagster-postgres' own batch relies on it too).
-        ids = [(str(run_id), cast(int, event_id)) for run_id, event_id in result.fetchall()]
+    def _writer_connection(self) -> Connection:
+        """The kept writing connection, opened (with dagster-postgres' connection retries)
+        on first use: ``READ COMMITTED``, ``synchronous_commit=off`` for the session."""
+        if self._writer is None:
+            conn = retry_pg_connection_fn(self._engine.connect).execution_options(isolation_level="READ COMMITTED")
+            try:
+                conn.execute(db.text("SET synchronous_commit TO OFF"))
+                conn.commit()
+            except Exception:
+                conn.close()
+                raise
+            self._writer = conn
+        return self._writer
+
+    def _drop_writer(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            try:
+                writer.invalidate()
+                writer.close()
+            except Exception:  # already broken: nothing to release
+                pass
+
+    def dispose(self) -> None:
+        """dagster-postgres' dispose, and the writing connection."""
+        with self._writer_lock:
+            self._drop_writer()
+        super().dispose()
+
+    def _store(self, conn: Connection, events: Sequence[EventLogEntry], progress: dict[str, bool]) -> None:
+        table = SqlEventLogStorageTable
+        rows = [self._event_to_row(event) for event in events]
+        # One event (nearly every write) as keyword values: SQLAlchemy caches that statement's
+        # compiled form; a multi-row VALUES list is compiled anew each time.
+        insert = table.insert().values(**rows[0]) if len(rows) == 1 else table.insert().values(rows)
+        stored = insert.returning(table.c.run_id, table.c.id).cte("stored")
+        # LISTEN/NOTIFY is no longer used by Dagster's watcher; kept, as dagster-postgres
+        # keeps it, for readers of another version: "<run_id>_<event id>", delivered at commit.
+        notify = db.func.pg_notify(CHANNEL_NAME, stored.c.run_id + "_" + db.cast(stored.c.id, db.Text))
+        result = conn.execute(db.select(stored.c.run_id, stored.c.id, notify).order_by(stored.c.id))
+        progress["first_statement_done"] = True
+        # Ids come from the table's sequence in VALUES order, so ordered by id the rows are
+        # the events' (dagster-postgres relies on RETURNING keeping that order).
+        ids = [(str(run_id), cast(int, event_id)) for run_id, event_id, _ in result.fetchall()]
         if len(ids) != len(events):
             check.failed(f"stored {len(ids)} rows for {len(events)} events")
-        for event, (run_id, event_id) in zip(events, ids):
-            # LISTEN/NOTIFY is no longer used by Dagster's watcher; kept, as dagster-postgres
-            # keeps it, for readers of another version. Delivered at commit.
-            conn.execute(db.text(f"NOTIFY {CHANNEL_NAME}, :notify_id"), {"notify_id": f"{run_id}_{event_id}"})
+        for event, (_, event_id) in zip(events, ids):
             event_type = event.dagster_event_type
             if event_type in ASSET_EVENTS and event.get_dagster_event().asset_key:
                 self._store_asset_event_tags(conn, [event], [event_id])

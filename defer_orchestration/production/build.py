@@ -218,20 +218,14 @@ def _run_prod_build(
 def row_counts(settings: Settings, manifest: Mapping[str, Any], unique_ids: set[str], log: logging.Logger) -> dict[str, int]:
     """Row counts of the built relations, read after dbt has released the warehouse."""
     nodes = manifest.get("nodes") or {}
-    counts: dict[str, int] = {}
+    addresses = {uid: address for uid in sorted(unique_ids) if (address := artifacts.relation_address(nodes.get(uid) or {}))}
     try:
         with settings.warehouse.connect() as conn:
-            for unique_id in sorted(unique_ids):
-                address = artifacts.relation_address(nodes.get(unique_id) or {})
-                if address is None:
-                    continue
-                try:
-                    counts[unique_id] = conn.row_count(*address)
-                except Exception:  # a count is decoration; never fail the build over it
-                    continue
+            counted = conn.row_counts(list(addresses.values()))
     except WarehouseError as exc:
         log.warning(f"row counts skipped: {exc}")
-    return counts
+        return {}
+    return {uid: counted[address] for uid, address in addresses.items() if address in counted}
 
 
 def read_build_record(target_path: Path) -> dict[str, Any]:

@@ -121,6 +121,28 @@ class WarehouseConnection(ABC):
         """``count(*)`` of one relation."""
         return int(self.rows(f"select count(*) from {self.qualify((schema, name))}")[0][0])
 
+    def row_counts(self, relations: Sequence[Relation], batch: int = 200) -> dict[Relation, int]:
+        """``count(*)`` of each relation that can be counted, ``batch`` relations per query
+        (``union all``): one statement per relation cost a production build of 1,000
+        models ~1.4 s on DuckDB. A batch that fails (a relation gone, a view that no longer
+        compiles) is counted relation by relation, skipping the ones that fail."""
+        counts: dict[Relation, int] = {}
+        wanted = list(dict.fromkeys(relations))
+        for start in range(0, len(wanted), batch):
+            chunk = wanted[start:start + batch]
+            sql = " union all ".join(
+                f"select {i} as n, count(*) as c from {self.qualify(relation)}" for i, relation in enumerate(chunk)
+            )
+            try:
+                counts.update({chunk[int(n)]: int(c) for n, c in self.rows(sql)})
+            except Exception:  # noqa: BLE001 - one bad relation: count the others one by one
+                for relation in chunk:
+                    try:
+                        counts[relation] = self.row_count(*relation)
+                    except Exception:  # noqa: BLE001 - a count is decoration (connections autocommit)
+                        continue
+        return counts
+
     def columns(self, relations: Sequence[Relation]) -> Columns:
         """Column names and upper-case types of every relation of ``relations`` that
         exists, in table order, in one catalog query.

@@ -108,3 +108,17 @@ def test_backoff_doubles_up_to_the_cap_within_the_deadline() -> None:
         now[0] += delay
     assert delays == [0.25, 0.5, 1.0, 2.0, 4.0, 5.0, 5.0]
     assert sum(delays) <= 20.0
+
+
+def test_row_counts_batch_the_relations_and_skip_the_ones_that_fail(tmp_path: Path) -> None:
+    with DuckDBWarehouse(tmp_path / "w.duckdb").connect() as conn:
+        conn.execute("create schema prod")
+        for i in range(5):
+            conn.execute(f"create table prod.t{i} as select range as id from range({i * 3})")
+        conn.execute("create table prod.gone as select 1 as id; create view prod.broken as select * from prod.gone")
+        conn.execute("drop table prod.gone")
+        wanted = [("prod", f"t{i}") for i in range(5)] + [("prod", "broken"), ("prod", "missing")]
+        expected = {("prod", f"t{i}"): i * 3 for i in range(5)}
+        assert conn.row_counts(wanted[:5], batch=2) == expected  # three union-all queries
+        assert conn.row_counts(wanted, batch=3) == expected  # failing batches counted one by one
+        assert conn.row_counts([]) == {}

@@ -20,10 +20,13 @@ with plain Dagster, importing neither.
 # config annotations of ops and assets at definition time and needs real types.
 
 
-import graphlib
 import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +44,7 @@ from defer_orchestration.dbt.artifacts import (
     relation_address,
     result_statuses,
 )
-from defer_orchestration.defs.assets import spec_cache
+from defer_orchestration.defs.assets import spec_cache, step_events
 from defer_orchestration.defs.manifest_resolution import latest_published_manifest
 from defer_orchestration.lib.errors import DeferOrchestrationError, NoManifestPublishedError
 from defer_orchestration.lib.settings import PublishOn
@@ -66,30 +69,36 @@ class ProdBuildConfig(dg.Config):
     )
 
 
-def _in_dependency_order(events: list[Any], assets_def: dg.AssetsDefinition) -> list[Any]:
-    """Outputs in the asset graph's topological order, each asset's checks right after
-    it, anything else (runtime materializations of unknown nodes) last.
+class StepEvents:
+    """The build's events for the loaded asset graph: asset ``Output``s by key, each
+    asset's check results, and what goes last (runtime materializations of nodes the graph
+    does not know, results of checks whose asset was not reported)."""
 
-    dbt finishes nodes in any order its threads allow; Dagster wants upstream first.
-    """
-    outputs = {event.output_name: event for event in events if isinstance(event, dg.Output)}
-    checks = [event for event in events if isinstance(event, dg.AssetCheckResult)]
-    others = [event for event in events if not isinstance(event, (dg.Output, dg.AssetCheckResult))]
-    keys = assets_def.keys_by_output_name
-    own = set(keys.values())
-    sorter = graphlib.TopologicalSorter(
-        {key: {dep for dep in assets_def.asset_deps.get(key, set()) if dep in own} for key in own}
-    )
-    rank = {key: i for i, key in enumerate(sorter.static_order())}
-    checks_of: dict[dg.AssetKey, list[dg.AssetCheckResult]] = {}
-    for check in checks:  # grouped once: 1,000 assets x 1,800 checks is 1.8 million comparisons otherwise
-        checks_of.setdefault(check.asset_key, []).append(check)
-    ordered: list[Any] = []
-    for name in sorted(outputs, key=lambda n: rank.get(keys[n], len(rank))):
-        ordered.append(outputs[name])
-        ordered += sorted(checks_of.get(keys[name], ()), key=lambda ch: ch.check_name or "")
-    reported = {keys[name] for name in outputs}
-    return ordered + [ch for ch in checks if ch.asset_key not in reported] + others
+    def __init__(self, events: list[Any], assets_def: dg.AssetsDefinition) -> None:
+        keys = assets_def.keys_by_output_name
+        self.outputs: dict[dg.AssetKey, dg.Output] = {}
+        self.checks: dict[dg.AssetKey, list[dg.AssetCheckResult]] = {}
+        self.last: list[Any] = []
+        checks = []
+        for event in events:
+            if isinstance(event, dg.Output):
+                self.outputs[keys[event.output_name]] = event
+            elif isinstance(event, dg.AssetCheckResult):
+                checks.append(event)
+            else:
+                self.last.append(event)
+        for check in sorted(checks, key=lambda ch: ch.check_name or ""):
+            if check.asset_key in self.outputs:
+                self.checks.setdefault(check.asset_key, []).append(check)
+        self.last = [ch for ch in checks if ch.asset_key not in self.outputs] + self.last
+        self.deps = {key: assets_def.asset_deps.get(key, set()) for key in self.outputs}
+
+    def emit(self, step_context: Any) -> Iterator[Any]:
+        """Everything, upstream before downstream (dbt finishes nodes in any order its
+        threads allow; Dagster wants upstream first), each asset's checks after it, a
+        topological generation at a time (``step_events.emit_by_generation``)."""
+        yield from step_events.emit_by_generation(step_context, self.outputs, self.checks, self.deps)
+        yield from self.last
 
 
 class _AssetKeys:
@@ -130,7 +139,7 @@ def _keys_by_unique_id(assets_def: dg.AssetsDefinition) -> dict[str, dg.AssetKey
 
 def _events(
     result: ProdBuildResult, assets_def: dg.AssetsDefinition, known_keys: Mapping[str, dg.AssetKey]
-) -> tuple[list[Any], list[str]]:
+) -> tuple["StepEvents", list[str]]:
     """The build's events for the loaded asset graph, and the nodes it does not know."""
     resources = all_resources(result.manifest)
     statuses = result_statuses(result.run_results)
@@ -152,7 +161,7 @@ def _events(
             if check not in known_checks:
                 unknown.append(unique_id)
                 continue
-            events.append(dg.AssetCheckResult(
+            events.append(step_events.DbtTestResult(
                 asset_key=check.asset_key, check_name=check.name, passed=status == NodeStatus.PASS,
                 severity=dg.AssetCheckSeverity.WARN if status == NodeStatus.WARN else dg.AssetCheckSeverity.ERROR,
                 metadata=metadata,
@@ -180,32 +189,7 @@ def _events(
             events.append(dg.Output(None, output_name=output_of[key], metadata={
                 "unique_id": unique_id, "rebuilt": False, "kept_from_version": result.kept_from or "",
             }))
-    return _in_dependency_order(events, assets_def), unknown
-
-
-def _compute_output_asset_keys_once(context: dg.AssetExecutionContext) -> None:
-    """Make Dagster's per-output ordering check linear in the step's outputs.
-
-    For every asset ``Output`` a step yields, Dagster checks that no asset downstream of it
-    was yielded earlier, and to do so recomputes the set of the step's output asset keys
-    (``StepExecutionContext.get_output_asset_keys``: a pass over every output of the step,
-    building the union of the op's asset and check keys for each asset output). For one
-    dbt step that is quadratic: ~1,000 recomputations over 2,800 outputs at 1,000 models,
-    the largest cost of the step once events are stored in batches. The set depends only
-    on the step and its selection, which do not change while it runs, so this step's
-    context answers with the set computed once. Nothing else changes; if Dagster's
-    internals differ from what is expected here, Dagster's own computation stays.
-    """
-    get_step_context = getattr(context, "get_step_execution_context", None)
-    step_context = get_step_context() if callable(get_step_context) else None
-    compute = getattr(step_context, "get_output_asset_keys", None)
-    if not callable(compute):
-        return
-    keys = frozenset(compute())
-    try:
-        step_context.get_output_asset_keys = lambda: keys  # type: ignore[union-attr]
-    except AttributeError:  # a context without instance attributes: keep Dagster's
-        return
+    return StepEvents(events, assets_def), unknown
 
 
 def _latest(instance: dg.DagsterInstance) -> Any:
@@ -252,22 +236,61 @@ def cache_asset_specs(manifest_path: Path) -> Path | None:
     return spec_cache.write(manifest_path, _with_dagster_dbt(manifest_path, _prod_dbt_compute({}), c.WAREHOUSE_POOL))
 
 
-def _cache_stored_specs(core: Any, request: ProdBuildRequest, result: ProdBuildResult, log: Any) -> None:
+# What the child process of ``_cache_stored_specs`` runs: argv[1] is the stored manifest.
+_CACHE_SPECS_CHILD = (
+    "import sys; from defer_orchestration.defs.assets.prod_dbt import cache_asset_specs; "
+    "print(cache_asset_specs(sys.argv[1]) or '(this graph is not cached)')"
+)
+
+
+def _cache_stored_specs(core: Any, request: ProdBuildRequest, result: ProdBuildResult, log: Any) -> Callable[[], None]:
     """The production build stored its manifest for the next load of its commit
     (``store_commit_manifest``): give it its spec cache now, so that load (the first after
-    the build) is already a fast one. Never fails the step: the load falls back to
-    dagster-dbt and writes the cache itself."""
+    the build) is already a fast one.
+
+    dagster-dbt building the specs takes ~5 s at 1,000 models, so it runs in a child
+    process started here, on the other core, while the step hands its events to Dagster;
+    the function returned waits for it and logs what happened. Never fails the step: the
+    load falls back to dagster-dbt and writes the cache itself."""
     if not result.sha:
-        return
+        return _nothing
     stored = commit_manifest_cache(core, result.sha, request.vars) / "manifest.json"
     if not stored.is_file():
-        return
+        return _nothing
+    existing = spec_cache.existing(stored)
+    if existing is not None:
+        log.info(f"asset spec cache for the next load of {result.sha[:12]}: {existing} (already there)")
+        return _nothing
+    started = time.perf_counter()
+    output_file = tempfile.TemporaryFile()  # not a pipe: nobody reads it while the child runs
     try:
-        started = time.perf_counter()
-        cache = cache_asset_specs(stored)
-        log.info(f"asset spec cache for the next load of {result.sha[:12]}: {cache} ({time.perf_counter() - started:.1f} s)")
-    except Exception as exc:  # the load still works without it
-        log.warning(f"could not cache the asset specs of {stored}: {exc!r}; the next load uses dagster-dbt")
+        child = subprocess.Popen(
+            [sys.executable, "-c", _CACHE_SPECS_CHILD, os.fspath(stored)], stdout=output_file, stderr=subprocess.STDOUT,
+        )
+    except OSError as exc:
+        output_file.close()
+        log.warning(f"could not start caching the asset specs of {stored}: {exc!r}; the next load uses dagster-dbt")
+        return _nothing
+
+    def finish() -> None:
+        child.wait()
+        seconds = time.perf_counter() - started
+        with output_file:
+            output_file.seek(0)
+            output = output_file.read().decode("utf-8", "replace")
+        if child.returncode == 0:
+            log.info(f"asset spec cache for the next load of {result.sha[:12]}: {output.strip()} ({seconds:.1f} s)")
+        else:
+            log.warning(
+                f"could not cache the asset specs of {stored} (exit {child.returncode}): {output.strip()[-2000:]}; "
+                "the next load uses dagster-dbt"
+            )
+
+    return finish
+
+
+def _nothing() -> None:
+    return None
 
 
 def _prod_dbt_compute(known_keys: Mapping[str, dg.AssetKey]) -> Any:
@@ -296,8 +319,13 @@ def _prod_dbt_compute(known_keys: Mapping[str, dg.AssetKey]) -> Any:
         except DeferOrchestrationError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
         events, unknown = _events(result, context.assets_def, known_keys)
-        _compute_output_asset_keys_once(context)
-        yield from events
+        step_context = step_events.step_context_of(context)
+        step_events.compute_output_asset_keys_once(step_context)
+        specs_cached = _cache_stored_specs(core, request, result, context.log)
+        try:
+            yield from events.emit(step_context)
+        finally:
+            specs_cached()
         summary = {
             "sha": result.sha or "(built in place: not a git repository)",
             "mode": result.mode.value,
@@ -313,7 +341,6 @@ def _prod_dbt_compute(known_keys: Mapping[str, dg.AssetKey]) -> Any:
                 f"({', '.join(unknown[:10])}): built and published all the same; they appear as assets "
                 "after the next code-location load."
             )
-        _cache_stored_specs(core, request, result, context.log)
         if result.blocking:
             raise dg.Failure(
                 description=_failure_message(core.publish_on, result),

@@ -229,9 +229,15 @@ def decode(text: str, key: str) -> CachedAssets:
 
 def spec_signature(spec: dg.AssetSpec | dg.AssetCheckSpec) -> tuple[Any, ...]:
     """Every field of a spec, metadata as the cache keeps it (unserialisable values as
-    Dagster's placeholder text): equal for dagster-dbt's spec and its cached copy."""
+    Dagster's placeholder text): equal for dagster-dbt's spec and its cached copy. Deps
+    are compared as a set: dagster-dbt lists them in the iteration order of a set of
+    strings, which differs between processes (hash randomisation), so a cache written by
+    another process lists the same deps in another order."""
     def deps(items: Iterable[dg.AssetDep]) -> tuple[Any, ...]:
-        return tuple((d.asset_key, d.partition_mapping, tuple(sorted(_metadata(d.metadata or {}).items()))) for d in items)
+        return tuple(sorted(
+            ((d.asset_key, d.partition_mapping, tuple(sorted(_metadata(d.metadata or {}).items()))) for d in items),
+            key=repr,
+        ))
 
     if isinstance(spec, dg.AssetCheckSpec):
         return (
