@@ -210,6 +210,34 @@ def test_a_batch_is_one_transaction_per_file(storage: str, tmp_path: Path, reque
         assert len(instance.get_asset_keys()) == 50
 
 
+def test_postgres_writes_survive_the_server_dropping_the_writing_connection(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The kept writing connection killed by the server (a restart, an idle timeout): the
+    next write opens a new one and stores its events once; the session runs with
+    ``synchronous_commit=off``."""
+    server = request.getfixturevalue("pg_server")
+    with _home(tmp_path, "postgres", request) as (home, env), dg.DagsterInstance.from_config(str(home)) as instance:
+        storage = instance.event_log_storage
+        run = instance.create_run_for_job(dg.GraphDefinition("g").to_job(), run_id=None)
+        storage.store_event_batch(_materialization_entries(run.run_id, 1))
+        writer = storage._writer
+        assert writer.exec_driver_sql("show synchronous_commit").scalar() == "off"
+        writer.rollback()
+        [(pid,)] = writer.exec_driver_sql("select pg_backend_pid()").fetchall()
+        writer.rollback()
+        [(terminated,)] = server.admin_sql("select pg_terminate_backend(%s)", (pid,))
+        assert terminated
+        for entry in _materialization_entries(run.run_id, 3)[1:]:
+            storage.store_event(entry)
+        assert storage._writer is not writer
+        counts = collections.Counter(
+            r.dagster_event.asset_key.to_user_string() for r in instance.all_logs(run.run_id)
+            if r.dagster_event is not None and r.dagster_event.event_type_value == "ASSET_MATERIALIZATION"
+        )
+        assert counts == {"asset_0": 1, "asset_1": 1, "asset_2": 1}
+
+
 def test_sqlite_commits_skip_the_fsync_except_at_durability_points(tmp_path: Path) -> None:
     """WAL files: ``synchronous=NORMAL`` (1) for ordinary batches, ``FULL`` (2) for durability points."""
     storage = SqliteBatchedEventLogStorage(str(tmp_path))
@@ -537,3 +565,81 @@ def test_generations_put_every_asset_after_its_dependencies_in_the_step() -> Non
     deps = {a: {outside}, b: {a}, c_: {a, outside}, d: {b, c_}}
     assert generations({k: None for k in (d, c_, b, a)}, deps) == [[a], [b, c_], [d]]
     assert generations({}, deps) == []
+
+
+def _log_entry(run_id: str, kind: Any = None, step_key: str = "s") -> Any:
+    from dagster._core.events import DagsterEvent, DagsterEventType
+    from dagster._core.events.log import EventLogEntry
+
+    from dagster._core.events import StepSuccessData
+    from dagster._core.execution.plan.objects import TypeCheckData
+    from dagster._core.execution.plan.outputs import StepOutputData, StepOutputHandle
+
+    kind = kind or DagsterEventType.STEP_OUTPUT
+    data = (
+        StepSuccessData(duration_ms=1.0) if kind == DagsterEventType.STEP_SUCCESS
+        else StepOutputData(StepOutputHandle(step_key, "result"), TypeCheckData(True, "result"))
+    )
+    return EventLogEntry(
+        error_info=None, level=10, user_message="", run_id=run_id, timestamp=time.time(), step_key=step_key,
+        dagster_event=DagsterEvent(event_type_value=kind.value, job_name="g", step_key=step_key, event_specific_data=data),
+    )
+
+
+def test_grouped_events_are_stored_in_batches_at_flushes_durability_points_reads_and_the_end(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """``BatchedEventsInstance.grouped_events``: the run's events reported in this thread
+    wait for a flush and arrive as one batch; a step's end, a read of asset records and
+    the end of the block flush; another run's events and another thread's are stored at once."""
+    import threading
+
+    from dagster._core.events import DagsterEventType as T
+
+    from defer_orchestration.dagster_storage.instance import grouped_events
+
+    with _home(tmp_path, "sqlite", request) as (home, _), dg.DagsterInstance.from_config(str(home)) as instance:
+        job = dg.GraphDefinition("g").to_job()
+        run, other = (instance.create_run_for_job(job, run_id=None) for _ in range(2))
+        storage = instance.event_log_storage
+        batches: list[list[str]] = []
+        stored = storage.store_event_batch
+
+        def record(events: Any) -> None:
+            batches.append([e.dagster_event.event_type_value for e in events])
+            stored(events)
+
+        storage.store_event_batch = record  # type: ignore[method-assign]
+
+        def count(run_id: str) -> int:
+            return len(instance.all_logs(run_id, of_type=T.STEP_OUTPUT))
+
+        with grouped_events(instance, run.run_id) as group:
+            for _ in range(3):
+                instance.handle_new_event(_log_entry(run.run_id))
+            assert count(run.run_id) == 0 and batches == []
+            instance.handle_new_event(_log_entry(other.run_id))  # another run: at once
+            worker = threading.Thread(target=lambda: instance.handle_new_event(_log_entry(run.run_id)))
+            worker.start()
+            worker.join()  # another thread: at once
+            assert count(other.run_id) == 1 and count(run.run_id) == 1
+            group.flush()
+            assert count(run.run_id) == 4 and batches[-1] == ["STEP_OUTPUT"] * 3
+            instance.handle_new_event(_log_entry(run.run_id))
+            instance.handle_new_event(_log_entry(run.run_id, T.STEP_SUCCESS))  # a durability point
+            assert batches[-2:] == [["STEP_OUTPUT"], ["STEP_SUCCESS"]]
+            instance.handle_new_event(_log_entry(run.run_id))
+            instance.get_asset_records([dg.AssetKey("x")])  # a read sees what was reported
+            assert count(run.run_id) == 6
+            instance.handle_new_event(_log_entry(run.run_id))
+        assert count(run.run_id) == 7  # the end of the block
+        instance.handle_new_event(_log_entry(run.run_id))
+        assert count(run.run_id) == 8 and batches[-1] == ["STEP_OUTPUT"]
+
+        with pytest.raises(RuntimeError), grouped_events(instance, run.run_id):
+            instance.handle_new_event(_log_entry(run.run_id))
+            raise RuntimeError("the step failed")
+        assert count(run.run_id) == 9  # held events are stored however the block ends
+
+    with grouped_events(object(), "any") as nothing:  # an instance that does not group
+        nothing.flush()

@@ -28,15 +28,22 @@ event log. (Dagster's ``storage: sqlite: base_dir:`` cannot name our class, and 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import threading
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import yaml
 from dagster import DagsterInstance
+from dagster._core.events import DagsterEventBatchMetadata
+from dagster._core.events.log import EventLogEntry
 from dagster._core.instance.ref import InstanceRef
 from dagster._serdes import ConfigurableClassData
 
-__all__ = ["DEFAULT_EVENT_BATCH_SIZE", "BatchedEventsInstance"]
+from defer_orchestration.dagster_storage.durability import is_durability_point
+
+__all__ = ["DEFAULT_EVENT_BATCH_SIZE", "BatchedEventsInstance", "EventGroup", "grouped_events"]
 
 # Events per store_event_batch call when DAGSTER_EVENT_BATCH_SIZE is not set. A batch is
 # buffered in memory by the process creating a run only until that run's planned events
@@ -45,6 +52,42 @@ DEFAULT_EVENT_BATCH_SIZE = 1000
 EVENT_BATCH_SIZE_ENV = "DAGSTER_EVENT_BATCH_SIZE"
 
 _SQLITE = "defer_orchestration.dagster_storage.sqlite"
+
+
+class EventGroup:
+    """Events of one run reported in this thread, held until :meth:`flush` hands them to
+    the storage as one batch (one transaction). See :meth:`BatchedEventsInstance.grouped_events`."""
+
+    def __init__(self, instance: "BatchedEventsInstance", run_id: str, limit: int) -> None:
+        self.instance, self.run_id, self.limit = instance, run_id, limit
+        self.pending: list[EventLogEntry] = []
+
+    def flush(self) -> None:
+        """Store what is held, as one batch (Dagster's own batch path: stored, then each
+        event's subscribers and run bookkeeping, as for any event)."""
+        events, self.pending = self.pending, []
+        batch_id = uuid.uuid4().hex
+        for i, event in enumerate(events):
+            self.instance._handle_now(event, DagsterEventBatchMetadata(batch_id, i == len(events) - 1))
+
+
+class _NoGroup:
+    """What :func:`grouped_events` gives an instance that does not group: nothing held."""
+
+    def flush(self) -> None:
+        return None
+
+
+@contextmanager
+def grouped_events(instance: Any, run_id: str) -> Iterator[EventGroup | _NoGroup]:
+    """``instance.grouped_events(run_id)`` when the instance groups events, else a group
+    that holds nothing (each event is stored as it is reported)."""
+    group = getattr(instance, "grouped_events", None)
+    if not callable(group):
+        yield _NoGroup()
+        return
+    with group(run_id) as opened:
+        yield opened
 
 
 class BatchedEventsInstance(DagsterInstance):
@@ -68,6 +111,73 @@ class BatchedEventsInstance(DagsterInstance):
             yaml.dump({"base_dir": os.path.join(base_dir, "history", "runs", "")}, default_flow_style=False),
         )
         return defaults
+
+    # Grouped events ----------------------------------------------------------------------
+
+    @property
+    def _groups(self) -> threading.local:
+        groups = self.__dict__.get("_event_groups")
+        if groups is None:
+            groups = self.__dict__.setdefault("_event_groups", threading.local())
+        return groups
+
+    @contextmanager
+    def grouped_events(self, run_id: str, limit: int | None = None) -> Iterator[EventGroup]:
+        """Hold the events of ``run_id`` this thread reports until the group is flushed
+        (by the caller, every ``limit`` events, before a durability point or a read of
+        asset records, and when the block ends, however it ends), each flush one batch.
+
+        For a step reporting thousands of events at once (the production dbt step, after
+        dbt has finished): one transaction per flush instead of one per event. What a flush
+        stored is committed; events held when the process dies were never stored, as if
+        the step had not reported them yet. A run status change or a step's end is never
+        held: everything held before it is stored first, then it."""
+        group = EventGroup(self, run_id, limit or max(1, self._get_event_batch_size() or DEFAULT_EVENT_BATCH_SIZE))
+        outer = getattr(self._groups, "current", None)
+        self._groups.current = group
+        try:
+            yield group
+        finally:
+            self._groups.current = outer
+            group.flush()
+
+    def _held(self) -> EventGroup | None:
+        return getattr(self._groups, "current", None)
+
+    def _flush_held(self) -> None:
+        group = self._held()
+        if group is not None and group.pending:
+            group.flush()
+
+    def handle_new_event(self, event: EventLogEntry, *, batch_metadata: DagsterEventBatchMetadata | None = None) -> None:
+        """Dagster's, except for events of a group open in this thread (see :meth:`grouped_events`)."""
+        group = self._held()
+        if group is None or batch_metadata is not None or event.run_id != group.run_id:
+            return self._handle_now(event, batch_metadata)
+        if is_durability_point(event):
+            group.flush()
+            return self._handle_now(event, None)
+        group.pending.append(event)
+        if len(group.pending) >= group.limit:
+            group.flush()
+        return None
+
+    def _handle_now(self, event: EventLogEntry, batch_metadata: DagsterEventBatchMetadata | None) -> None:
+        super().handle_new_event(event, batch_metadata=batch_metadata)
+
+    # Reads that must see held events (what a step reads back about its own materializations).
+
+    def get_asset_records(self, *args: Any, **kwargs: Any) -> Any:
+        self._flush_held()
+        return super().get_asset_records(*args, **kwargs)
+
+    def fetch_materializations(self, *args: Any, **kwargs: Any) -> Any:
+        self._flush_held()
+        return super().fetch_materializations(*args, **kwargs)
+
+    def fetch_observations(self, *args: Any, **kwargs: Any) -> Any:
+        self._flush_held()
+        return super().fetch_observations(*args, **kwargs)
 
     def _get_event_batch_size(self) -> int:
         """``DAGSTER_EVENT_BATCH_SIZE`` when set (read per call, as Dagster does), else

@@ -35,6 +35,7 @@ from pydantic import Field
 
 from defer_orchestration import constants as c
 from defer_orchestration.branch.comparison import commit_manifest_cache
+from defer_orchestration.dagster_storage.instance import grouped_events
 from defer_orchestration.dbt.args import merge_vars, parse_vars
 from defer_orchestration.dbt.artifacts import (
     TEST_TYPES,
@@ -93,11 +94,11 @@ class StepEvents:
         self.last = [ch for ch in checks if ch.asset_key not in self.outputs] + self.last
         self.deps = {key: assets_def.asset_deps.get(key, set()) for key in self.outputs}
 
-    def emit(self, step_context: Any) -> Iterator[Any]:
+    def emit(self, step_context: Any, group: Any = None) -> Iterator[Any]:
         """Everything, upstream before downstream (dbt finishes nodes in any order its
         threads allow; Dagster wants upstream first), each asset's checks after it, a
         topological generation at a time (``step_events.emit_by_generation``)."""
-        yield from step_events.emit_by_generation(step_context, self.outputs, self.checks, self.deps)
+        yield from step_events.emit_by_generation(step_context, self.outputs, self.checks, self.deps, group)
         yield from self.last
 
 
@@ -323,7 +324,8 @@ def _prod_dbt_compute(known_keys: Mapping[str, dg.AssetKey]) -> Any:
         step_events.compute_output_asset_keys_once(step_context)
         specs_cached = _cache_stored_specs(core, request, result, context.log)
         try:
-            yield from events.emit(step_context)
+            with grouped_events(context.instance, context.run.run_id) as group:
+                yield from events.emit(step_context, group)
         finally:
             specs_cached()
         summary = {

@@ -15,6 +15,9 @@ with the step: this module keeps what Dagster records identical and removes the 
   (Dagster's own read, at most 100 keys a query) before its checks and the next
   generation. A record read before its asset's materialization would be wiped by it and
   read again, so the order only saves queries, it cannot make a record stale.
+- **Commits**: with the repository's instance class the step's events are held and
+  stored a batch at a time (``BatchedEventsInstance.grouped_events``): a generation's
+  outputs and materializations in one transaction, its check evaluations in the next.
 - **Check results** (:class:`DbtTestResult`): for every ``AssetCheckResult`` Dagster
   rebuilds the map of all the step's checks to resolve the result's check key
   (quadratic). A dbt test's result names its asset and check, so the evaluation is made
@@ -156,12 +159,18 @@ def read_back(step_context: Any, keys: Sequence[dg.AssetKey]) -> None:
 
 def emit_by_generation(
     step_context: Any, outputs: Mapping[dg.AssetKey, Any], checks: Mapping[dg.AssetKey, Sequence[Any]],
-    deps: Mapping[dg.AssetKey, Iterable[dg.AssetKey]],
+    deps: Mapping[dg.AssetKey, Iterable[dg.AssetKey]], group: Any = None,
 ) -> Iterator[Any]:
     """``outputs`` (asset key -> its ``Output``) a topological generation at a time, each
-    generation's records read back in one query, then that generation's ``checks``."""
+    generation's records read back in one query, then that generation's ``checks``.
+
+    ``group`` (``dagster_storage.instance.grouped_events``) holds the step's events: it is
+    flushed before each read-back, so a generation's materializations are stored (one
+    batch) before anything reads them."""
     for generation in generations(outputs, deps):
         yield from (outputs[key] for key in generation)
+        if group is not None:
+            group.flush()
         read_back(step_context, generation)
         for key in generation:
             for result in checks.get(key, ()):
