@@ -50,6 +50,9 @@ def test_dbt_assets_record_row_counts(prod_env) -> None:
     assert mat.asset_materialization.metadata["dagster/row_count"].value == 4000
     raw = prod_env.instance.get_latest_materialization_event(dg.AssetKey(["raw", "orders"]))
     assert raw.asset_materialization.metadata["dagster/row_count"].value == 4000
+    # Views are not counted (a count runs the view's whole query).
+    view = prod_env.instance.get_latest_materialization_event(dg.AssetKey("stg_raw__orders"))
+    assert view is not None and "dagster/row_count" not in view.asset_materialization.metadata
 
 
 def test_prod_manifest_metadata_matches_the_stored_files(prod_env) -> None:

@@ -22,11 +22,18 @@ they read, and the tables they write, are Dagster's:
 - ``instance.BatchedEventsInstance``: a ``DagsterInstance`` that hands Dagster's event
   batches (the planned materializations and check evaluations written when a run is
   created) to ``store_event_batch`` without the ``DAGSTER_EVENT_BATCH_SIZE`` variable
-  having to be set in every process that creates runs (webserver, daemon), and whose
-  default storage is ``DagsterSqliteBatchedStorage`` under the instance's own directory.
+  having to be set in every process that creates runs (webserver, daemon), whose
+  default storage is ``DagsterSqliteBatchedStorage`` under the instance's own directory,
+  and which can hold a step's events and store them a batch at a time
+  (``grouped_events``: the production dbt step, reporting thousands of events after dbt
+  has finished, stores them a topological generation of assets at a time).
 
 What is traded (the same for both): a ``store_event`` that returned is committed, so a
-killed run process loses nothing it reported. What an operating-system crash or power
+killed run process loses nothing it stored. Events a step holds in a group are stored
+when the group is flushed (before any read of asset records, before a run status change
+or a step's end, and when the step's block ends, however it ends); a run process killed
+while holding some loses those, exactly as if the step had not reported them yet, and
+never anything stored before them. What an operating-system crash or power
 loss (SQLite) or a database-server crash (PostgreSQL) may lose is the last moments of
 events committed without a flush to disk, never a run status: run and step boundaries
 (run started/succeeded/failed/canceled, step succeeded/failed) are durability points

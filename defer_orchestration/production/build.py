@@ -216,9 +216,15 @@ def _run_prod_build(
 
 
 def row_counts(settings: Settings, manifest: Mapping[str, Any], unique_ids: set[str], log: logging.Logger) -> dict[str, int]:
-    """Row counts of the built relations, read after dbt has released the warehouse."""
+    """Row counts of the built tables (not views: counting one runs its whole query, and
+    its count changes with its parents anyway; dagster-dbt skips them too), read after dbt
+    has released the warehouse."""
     nodes = manifest.get("nodes") or {}
-    addresses = {uid: address for uid in sorted(unique_ids) if (address := artifacts.relation_address(nodes.get(uid) or {}))}
+    addresses = {
+        uid: address for uid in sorted(unique_ids)
+        if (address := artifacts.relation_address(nodes.get(uid) or {}))
+        and ((nodes.get(uid) or {}).get("config") or {}).get("materialized") != "view"
+    }
     try:
         with settings.warehouse.connect() as conn:
             counted = conn.row_counts(list(addresses.values()))
