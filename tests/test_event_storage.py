@@ -191,6 +191,20 @@ def _materialization_entries(run_id: str, n: int) -> list[Any]:
     ]
 
 
+def _spy_on_batches(instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The event kinds of every ``store_event_batch`` call from now on, batch by batch."""
+    storage = instance.event_log_storage
+    batches: list[list[str]] = []
+    real = storage.store_event_batch
+
+    def spy(events: Any) -> None:
+        batches.append([e.dagster_event_type.value for e in events])
+        real(events)
+
+    monkeypatch.setattr(storage, "store_event_batch", spy)
+    return batches
+
+
 @pytest.mark.parametrize("storage", STORAGES)
 def test_a_batch_is_one_transaction_per_file(storage: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """50 materializations in one ``store_event_batch``: one commit in the run's file and one
@@ -265,15 +279,7 @@ def test_the_instance_hands_planned_events_to_the_storage_as_batches(
     with _home(tmp_path, "sqlite", request) as (home, _), dg.DagsterInstance.from_config(str(home)) as instance:
         assert instance._get_event_batch_size() == DEFAULT_EVENT_BATCH_SIZE
         job = dg.Definitions(assets=_small_graph(), jobs=[dg.define_asset_job("all")]).resolve_job_def("all")
-        storage = instance.event_log_storage
-        batches: list[list[str]] = []
-        real = storage.store_event_batch
-
-        def spy(events: Any) -> None:
-            batches.append([e.dagster_event_type.value for e in events])
-            real(events)
-
-        monkeypatch.setattr(storage, "store_event_batch", spy)
+        batches = _spy_on_batches(instance, monkeypatch)
         planned = {"ASSET_MATERIALIZATION_PLANNED", "ASSET_CHECK_EVALUATION_PLANNED"}
         assert job.execute_in_process(instance=instance).success
         batched = [b for b in batches if len(b) > 1]
@@ -587,7 +593,7 @@ def _log_entry(run_id: str, kind: Any = None, step_key: str = "s") -> Any:
 
 
 def test_grouped_events_are_stored_in_batches_at_flushes_durability_points_reads_and_the_end(
-    tmp_path: Path, request: pytest.FixtureRequest
+    tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``BatchedEventsInstance.grouped_events``: the run's events reported in this thread
     wait for a flush and arrive as one batch; a step's end, a read of asset records and
@@ -601,15 +607,7 @@ def test_grouped_events_are_stored_in_batches_at_flushes_durability_points_reads
     with _home(tmp_path, "sqlite", request) as (home, _), dg.DagsterInstance.from_config(str(home)) as instance:
         job = dg.GraphDefinition("g").to_job()
         run, other = (instance.create_run_for_job(job, run_id=None) for _ in range(2))
-        storage = instance.event_log_storage
-        batches: list[list[str]] = []
-        stored = storage.store_event_batch
-
-        def record(events: Any) -> None:
-            batches.append([e.dagster_event.event_type_value for e in events])
-            stored(events)
-
-        storage.store_event_batch = record  # type: ignore[method-assign]
+        batches = _spy_on_batches(instance, monkeypatch)
 
         def count(run_id: str) -> int:
             return len(instance.all_logs(run_id, of_type=T.STEP_OUTPUT))
