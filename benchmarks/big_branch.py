@@ -62,7 +62,7 @@ from benchmarks.common import (  # noqa: E402
     BenchError, LoadSampler, dbt_env, dbt_executable, fmt_number, fmt_stats, git, log, machine_info, product_info,
     ratio, stats, uptime,
 )
-from benchmarks.dbt_log import dbt_log_invocations, dbt_split, median_split  # noqa: E402
+from benchmarks.dbt_log import dbt_split, log_files, log_sections, median_split  # noqa: E402
 from benchmarks.generate_project import GeneratedProject, generate_project  # noqa: E402
 from benchmarks.phases import PHASES, output_metadata  # noqa: E402
 from benchmarks.raw_cli import RawCli  # noqa: E402
@@ -79,33 +79,9 @@ PRODUCER = "raw-cli-production-build"  # the published version's producing_run_i
 PRODUCTION_RECORD = "production.json"  # in the work dir: the build and publication, for --reuse-production
 
 
-# dbt.log rotates (10 MB, dbt.log.1 the newest backup): at 10,000 models one parse writes
-# more than that, so a split read from dbt.log alone would miss (or mismatch) invocations.
-
-
 def rotated(log_dir: Path) -> bool:
     """Whether dbt rotated ``log_dir/dbt.log`` (backups ``dbt.log.1`` ... exist)."""
-    return any(log_dir.glob("dbt.log.[0-9]*"))
-
-
-def log_sections(log_dir: Path) -> list[dict[str, float]]:
-    """:func:`~benchmarks.dbt_log.dbt_log_invocations` over ``dbt.log`` and its rotated
-    backups, oldest first (what dbt wrote, in order; backups dbt may have deleted are lost)."""
-    backups = sorted(
-        (p for p in log_dir.glob("dbt.log.[0-9]*") if p.name.rsplit(".", 1)[-1].isdigit()),
-        key=lambda p: -int(p.name.rsplit(".", 1)[-1]),
-    )
-    if not backups:
-        return dbt_log_invocations(log_dir / "dbt.log")
-    joined = log_dir / "dbt.log.joined-by-benchmark"
-    with open(joined, "wb") as out:
-        for part in [*backups, log_dir / "dbt.log"]:
-            if part.is_file():
-                out.write(part.read_bytes())
-    try:
-        return dbt_log_invocations(joined)
-    finally:
-        joined.unlink(missing_ok=True)
+    return len(log_files(log_dir)) > 1
 
 
 def dbt_splits_with_rotation(commands: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:

@@ -39,8 +39,32 @@ def dbt_log_invocations(log_file: Path) -> list[dict[str, float]]:
     """Per invocation in ``dbt.log`` (in order): seconds-of-day of each marker's first line."""
     if not log_file.is_file():
         return []
+    return _sections(log_file.read_text(encoding="utf-8", errors="replace").splitlines())
+
+
+def log_files(log_dir: Path) -> list[Path]:
+    """``log_dir``'s ``dbt.log`` after its rotated backups, oldest first: dbt rotates the
+    file at 10 MB (``dbt.log.1`` the newest backup), and at 10,000 models one parse writes
+    more than that."""
+    backups = sorted(
+        (p for p in log_dir.glob("dbt.log.[0-9]*") if p.name.rsplit(".", 1)[-1].isdigit()),
+        key=lambda p: -int(p.name.rsplit(".", 1)[-1]),
+    )
+    return [p for p in [*backups, log_dir / "dbt.log"] if p.is_file()]
+
+
+def log_sections(log_dir: Path) -> list[dict[str, float]]:
+    """:func:`dbt_log_invocations` over ``dbt.log`` and its rotated backups, in the order
+    dbt wrote them (backups dbt has already deleted are lost)."""
+    lines: list[str] = []
+    for part in log_files(log_dir):
+        lines += part.read_text(encoding="utf-8", errors="replace").splitlines()
+    return _sections(lines)
+
+
+def _sections(lines: Sequence[str]) -> list[dict[str, float]]:
     sections: list[dict[str, float]] = []
-    for line in log_file.read_text(encoding="utf-8", errors="replace").splitlines():
+    for line in lines:
         if line.startswith("====") and " | " in line:
             sections.append({})
             continue

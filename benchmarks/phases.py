@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import BenchError
-from benchmarks.dbt_log import dbt_log_invocations, dbt_split
+from benchmarks.dbt_log import dbt_split, log_sections
 from defer_orchestration import constants as c
 
 BRANCH_BUILD_STEP = c.BRANCH_BUILD_OP
@@ -115,7 +115,7 @@ def dbt_command_splits(metadata: dict[str, Any]) -> dict[str, dict[str, float | 
     for entry in sorted(commands, key=lambda e: float(e["started"])):
         log_dir = Path(entry["log_path"])
         index = seen[log_dir] = seen.get(log_dir, -1) + 1
-        sections = dbt_log_invocations(log_dir / "dbt.log")
+        sections = log_sections(log_dir)
         if index < len(sections):
             out[entry["command"]] = dbt_split(sections[index], float(entry["started"]), float(entry["finished"]))
     return out

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import BenchError, dbt_env, dbt_executable, git
-from benchmarks.dbt_log import dbt_log_invocations, dbt_split
+from benchmarks.dbt_log import dbt_split, log_sections
 
 _NOT_PARTIAL = "Unable to do partial parsing"
 
@@ -115,7 +115,7 @@ class RawCli:
         if done.returncode != 0 or results is None:
             raise BenchError(f"raw dbt build of {sha[:12]} failed:\n{(done.stdout + done.stderr)[-3000:]}")
         output = done.stdout + done.stderr
-        sections = dbt_log_invocations(base / "logs" / "dbt.log")
+        sections = log_sections(base / "logs")
         shutil.rmtree(base / "checkout", ignore_errors=True)
         return {
             "wall_seconds": wall,

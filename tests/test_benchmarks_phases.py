@@ -94,6 +94,11 @@ def test_dbt_command_splits_from_the_session_log(tmp_path: Path) -> None:
         {"command": "parse", "started": unix - 5, "finished": unix - 1, "log_path": os.fspath(tmp_path / "gone")},
     ]
     splits = dbt_command_splits({"dbt_commands": commands})
+    # dbt rotated its log at 10 MB mid-way: the same splits from dbt.log.2, .1 and dbt.log.
+    lines = (logs / "dbt.log").read_text(encoding="utf-8").splitlines(keepends=True)
+    for name, part in (("dbt.log.2", lines[:2]), ("dbt.log.1", lines[2:6]), ("dbt.log", lines[6:])):
+        (logs / name).write_text("".join(part), encoding="utf-8")
+    assert dbt_command_splits({"dbt_commands": commands}) == splits
     assert set(splits) == {"parse", "build"}
     parse, build = splits["parse"], splits["build"]
     assert parse["startup"] == pytest.approx(2) and parse["parse"] == pytest.approx(3)
