@@ -60,7 +60,7 @@ if os.fspath(REPO_ROOT) not in sys.path:
 from benchmarks.branch_runs import BranchBench  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     BenchError, LoadSampler, dbt_env, dbt_executable, fmt_number, fmt_stats, git, log, machine_info, product_info,
-    ratio, stats, uptime,
+    publish_markdown, ratio, stats, uptime,
 )
 from benchmarks.dbt_log import dbt_split, log_files, log_sections, median_split  # noqa: E402
 from benchmarks.generate_project import GeneratedProject, generate_project  # noqa: E402
@@ -554,10 +554,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     if args.render_only:
-        markdown = render_markdown(json.loads(args.out.read_text(encoding="utf-8")))
-        print(markdown)
-        if args.markdown:
-            args.markdown.write_text(markdown + "\n", encoding="utf-8")
+        publish_markdown(render_markdown(json.loads(args.out.read_text(encoding="utf-8"))), args.markdown)
         return 0
     if args.repeats < 1:
         raise SystemExit("--repeats must be at least 1")
@@ -603,12 +600,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = {"schema_version": SCHEMA_VERSION, "meta": meta, "result": result}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-    markdown = render_markdown(results)
-    print(markdown)
-    print(f"(total {meta['total_seconds']} s; JSON: {args.out})")
-    if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(markdown + "\n", encoding="utf-8")
+    publish_markdown(render_markdown(results), args.markdown, f"(total {meta['total_seconds']} s; JSON: {args.out})")
     return 0
 
 

@@ -343,3 +343,13 @@ def product_info() -> dict[str, Any]:
     except (BenchError, OSError):
         return {"git_sha": None, "dirty_files": None}
     return {"git_sha": sha, "dirty_files": [line[3:] for line in dirty.splitlines()]}
+
+
+def publish_markdown(markdown: str, path: Path | None, trailer: str | None = None) -> None:
+    """Print the rendered tables (and ``trailer``), and write them to ``path`` when given."""
+    print(markdown)
+    if trailer:
+        print(trailer)
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(markdown + "\n", encoding="utf-8")

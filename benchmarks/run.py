@@ -61,7 +61,7 @@ if os.fspath(REPO_ROOT) not in sys.path:
     sys.path.insert(0, os.fspath(REPO_ROOT))
 
 from benchmarks.branch_runs import CHANGES, bench_branch_runs  # noqa: E402
-from benchmarks.common import log, machine_info, product_info  # noqa: E402
+from benchmarks.common import log, machine_info, product_info, publish_markdown  # noqa: E402
 from benchmarks.contention import bench_contention  # noqa: E402
 from benchmarks.load import bench_load  # noqa: E402
 from benchmarks.parallel import bench_parallel  # noqa: E402
@@ -148,10 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.render_only:
         results = json.loads(args.out.read_text(encoding="utf-8"))
         results["targets"] = targets(results)
-        markdown = render_markdown(results)
-        print(markdown)
-        if args.markdown:
-            args.markdown.write_text(markdown + "\n", encoding="utf-8")
+        publish_markdown(render_markdown(results), args.markdown)
         return 0
     os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
     repeats_at = _parse_repeats_at(args.repeats_at)
@@ -253,12 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
         if not args.keep and args.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
-    markdown = render_markdown(results)
-    print(markdown)
-    print(f"(total {results['meta']['total_seconds']} s; JSON: {args.out})")
-    if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(markdown + "\n", encoding="utf-8")
+    publish_markdown(render_markdown(results), args.markdown, f"(total {results['meta']['total_seconds']} s; JSON: {args.out})")
     return 0
 
 
