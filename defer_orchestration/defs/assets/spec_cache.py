@@ -28,15 +28,13 @@ import importlib.metadata
 import logging
 import os
 import uuid
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster._core.definitions.metadata import normalize_metadata_value
-from dagster._serdes import deserialize_value, serialize_value
-from dagster._utils.warnings import suppress_dagster_warnings
 
 from defer_orchestration import constants as c
 
@@ -123,7 +121,7 @@ def _encodable(value: Any) -> Any:
     if value is None or isinstance(value, (str, int, float, bool, list, dict, *_SERDES_TYPES)):
         return value
     if isinstance(value, os.PathLike):
-        return normalize_metadata_value(value)
+        return dg.MetadataValue.path(value)
     return _placeholder(value)
 
 
@@ -181,7 +179,7 @@ def encode(assets_def: dg.AssetsDefinition, key: str) -> str:
         "checks": [_encode_check(spec) for spec in assets_def.check_specs],
         "outputs": _pairs(assets_def.keys_by_output_name),
     }
-    return serialize_value(payload)
+    return dg.serialize_value(payload)
 
 
 # Decoding ---------------------------------------------------------------------------------------
@@ -213,7 +211,7 @@ def _decode_check(raw: Mapping[str, Any]) -> dg.AssetCheckSpec:
 def decode(text: str, key: str) -> CachedAssets:
     """The cached parts from a cache file's text; ValueError when it is not a whole cache
     of this format and key."""
-    payload = deserialize_value(text)
+    payload = dg.deserialize_value(text)
     if not isinstance(payload, dict) or payload.get("format") != CACHE_FORMAT or payload.get("key") != key:
         raise ValueError("not a spec cache of this format and key")
     op = payload["op"]
@@ -338,17 +336,26 @@ def _remove_stale(manifest_path: Path, keep: Path) -> None:
             stale.unlink(missing_ok=True)
 
 
-@suppress_dagster_warnings  # as dagster-dbt's own multi_asset call
+# Dagster's public warning classes, silenced around the rebuild as dagster-dbt silences
+# them around its own multi_asset call (beta arguments such as pool, superseded ones).
+_DAGSTER_WARNINGS: tuple[type[Warning], ...] = (
+    dg.BetaWarning, dg.PreviewWarning, dg.SupersessionWarning, DeprecationWarning,
+)
+
+
 def build(cached: CachedAssets, compute: Callable[..., Any], *, pool: str) -> dg.AssetsDefinition | None:
     """The ``multi_asset`` dagster-dbt's ``@dbt_assets`` makes, from the cache: the same
     specs, check specs and op arguments (``dagster_dbt/asset_decorator.py``). None when
     Dagster names the outputs differently from the cached definition (a graph is never
     served wrong: the caller builds with dagster-dbt)."""
     try:
-        assets_def = dg.multi_asset(
-            name=cached.op_name, specs=cached.specs, check_specs=cached.check_specs, can_subset=cached.can_subset,
-            op_tags=cached.op_tags, pool=pool, allow_arbitrary_check_specs=True,
-        )(compute)
+        with warnings.catch_warnings():
+            for category in _DAGSTER_WARNINGS:
+                warnings.simplefilter("ignore", category=category)
+            assets_def = dg.multi_asset(
+                name=cached.op_name, specs=cached.specs, check_specs=cached.check_specs,
+                can_subset=cached.can_subset, op_tags=cached.op_tags, pool=pool, allow_arbitrary_check_specs=True,
+            )(compute)
     except Exception as exc:  # a cache Dagster refuses (edited by hand, say): dagster-dbt decides
         log.debug("spec cache refused by multi_asset (%r): building with dagster-dbt", exc)
         return None
