@@ -1,5 +1,13 @@
 """What the SQLite and PostgreSQL storages here share: which events they write with a full
-flush, which Dagster mirrors into its cross-run tables, and the schema lookups they cache."""
+flush, which Dagster mirrors into its cross-run tables, and the schema lookups they cache.
+
+Guarded (``guard.py``). Touches Dagster's private event-type groups ``ASSET_EVENTS``,
+``ASSET_CHECK_EVENTS`` and ``EVENT_TYPE_TO_PIPELINE_RUN_STATUS`` (Dagster's own definition of
+what its storages mirror and what changes a run's status: following them keeps a new event
+type Dagster adds there classified as Dagster classifies it; no public API lists them), and
+wraps ``has_table``/``has_asset_key_col`` of its SQL event log storages. With the guard off
+the lookups are Dagster's own, uncached.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +18,8 @@ from dagster._core.events import (
     DagsterEventType,
 )
 from dagster._core.events.log import EventLogEntry
+
+from defer_orchestration.dagster_storage import guard
 
 # A run's status changes and a step's end: after one of these is stored, everything the
 # run reported before it is on disk, whatever happens to the machine afterwards.
@@ -42,6 +52,8 @@ class CachedSchemaLookups:
     _asset_key_cols: set[str]
 
     def has_table(self, table_name: str) -> bool:
+        if not guard.active():
+            return bool(super().has_table(table_name))  # type: ignore[misc]
         known = self.__dict__.setdefault("_known_tables", set())
         if table_name in known:
             return True
@@ -51,6 +63,8 @@ class CachedSchemaLookups:
         return found
 
     def has_asset_key_col(self, column_name: str) -> bool:
+        if not guard.active():
+            return bool(super().has_asset_key_col(column_name))  # type: ignore[misc]
         known = self.__dict__.setdefault("_asset_key_cols", set())
         if column_name in known:
             return True

@@ -23,6 +23,17 @@ SQLite storage keeps it, under the instance's directory, with
 :class:`~defer_orchestration.dagster_storage.sqlite.SqliteBatchedEventLogStorage` as the
 event log. (Dagster's ``storage: sqlite: base_dir:`` cannot name our class, and a
 ``storage: custom:`` section would need the directory spelled out.)
+
+Guarded (``guard.py``; tested with the dagster versions of ``guard.DAGSTER_INTERNALS``).
+Touches Dagster's private ``config_defaults`` hook of a custom instance class and
+``InstanceRef.config_defaults``, ``DagsterInstance._get_event_batch_size`` (the only
+instance-level batch setting: Dagster's public one is the ``DAGSTER_EVENT_BATCH_SIZE``
+variable, which would have to be set in every process that creates runs, and defaults to
+off), ``handle_new_event(batch_metadata=...)`` and ``DagsterEventBatchMetadata`` (to hand a
+group's events to Dagster's own batch path). When ``guard.active()`` is false the instance
+is a stock ``DagsterInstance``: Dagster's default storages, its batch size (from
+``DAGSTER_EVENT_BATCH_SIZE``, off when unset), and ``grouped_events`` holds nothing (each
+event is stored as it is reported). ``dagster.yaml`` naming this class loads either way.
 """
 
 from __future__ import annotations
@@ -41,6 +52,7 @@ from dagster._core.events.log import EventLogEntry
 from dagster._core.instance.ref import InstanceRef
 from dagster._serdes import ConfigurableClassData
 
+from defer_orchestration.dagster_storage import guard
 from defer_orchestration.dagster_storage.durability import is_durability_point
 
 __all__ = ["DEFAULT_EVENT_BATCH_SIZE", "BatchedEventsInstance", "EventGroup", "grouped_events"]
@@ -72,7 +84,8 @@ class EventGroup:
 
 
 class _NoGroup:
-    """What :func:`grouped_events` gives an instance that does not group: nothing held."""
+    """What :func:`grouped_events` gives an instance that does not group (or whose
+    grouping the guard switched off): nothing held."""
 
     def flush(self) -> None:
         return None
@@ -101,7 +114,10 @@ class BatchedEventsInstance(DagsterInstance):
 
     @staticmethod
     def config_defaults(base_dir: str) -> Mapping[str, ConfigurableClassData | None]:
-        """Dagster's defaults, with the batched SQLite storage in the same directories."""
+        """Dagster's defaults, with the batched SQLite storage in the same directories
+        (Dagster's defaults as they are when the guard is off)."""
+        if not guard.active():
+            return InstanceRef.config_defaults(base_dir)
         defaults = dict(InstanceRef.config_defaults(base_dir))
         defaults["storage"] = ConfigurableClassData(
             _SQLITE, "DagsterSqliteBatchedStorage", yaml.dump({"base_dir": base_dir}, default_flow_style=False)
@@ -122,7 +138,7 @@ class BatchedEventsInstance(DagsterInstance):
         return groups
 
     @contextmanager
-    def grouped_events(self, run_id: str, limit: int | None = None) -> Iterator[EventGroup]:
+    def grouped_events(self, run_id: str, limit: int | None = None) -> Iterator[EventGroup | _NoGroup]:
         """Hold the events of ``run_id`` this thread reports until the group is flushed
         (by the caller, every ``limit`` events, before a durability point or a read of
         asset records, and when the block ends, however it ends), each flush one batch.
@@ -131,7 +147,13 @@ class BatchedEventsInstance(DagsterInstance):
         dbt has finished): one transaction per flush instead of one per event. What a flush
         stored is committed; events held when the process dies were never stored, as if
         the step had not reported them yet. A run status change or a step's end is never
-        held: everything held before it is stored first, then it."""
+        held: everything held before it is stored first, then it.
+
+        With the guard off, a group that holds nothing: Dagster stores each event as it
+        is reported."""
+        if not guard.active():
+            yield _NoGroup()
+            return
         group = EventGroup(self, run_id, limit or max(1, self._get_event_batch_size() or DEFAULT_EVENT_BATCH_SIZE))
         outer = getattr(self._groups, "current", None)
         self._groups.current = group
@@ -181,6 +203,8 @@ class BatchedEventsInstance(DagsterInstance):
 
     def _get_event_batch_size(self) -> int:
         """``DAGSTER_EVENT_BATCH_SIZE`` when set (read per call, as Dagster does), else
-        :data:`DEFAULT_EVENT_BATCH_SIZE`."""
+        :data:`DEFAULT_EVENT_BATCH_SIZE`; Dagster's own answer when the guard is off."""
+        if not guard.active():
+            return int(super()._get_event_batch_size())
         value = os.getenv(EVENT_BATCH_SIZE_ENV, "").strip()
         return int(value) if value else DEFAULT_EVENT_BATCH_SIZE

@@ -22,6 +22,19 @@ Here (same tables, same rows, the same ``NOTIFY`` for version skew):
   few hundred milliseconds of such commits (at most three ``wal_writer_delay``), never a
   run status, and the database stays consistent. A server already running with
   ``synchronous_commit=off`` is unaffected either way.
+
+Guarded (``guard.py``; tested with the dagster versions of ``guard.DAGSTER_INTERNALS``).
+Touches dagster-postgres' private ``PostgresEventLogStorage._connect``, ``_engine``,
+``_event_to_row``, ``_store_asset_event_tags``, ``_store_asset_event``,
+``store_asset_check_event``, ``CHANNEL_NAME``, Dagster's ``SqlEventLogStorageTable``,
+``ASSET_EVENTS``/``ASSET_CHECK_EVENTS``, and ``DagsterPostgresStorage``'s
+``_run_storage``/``_event_log_storage``/``_schedule_storage``. No public API writes events
+of every kind in one transaction or keeps the writing connection (dagster-postgres'
+``store_event_batch`` batches materializations and observations only, each statement on a
+new connection). When ``guard.active()`` is false every override here is
+dagster-postgres' own (``super()``, its ``NullPool`` engine kept) and
+``DagsterPostgresBatchedStorage`` is built by ``DagsterPostgresStorage``'s constructor,
+with the stock event log storage.
 """
 
 from __future__ import annotations
@@ -52,6 +65,7 @@ from dagster_postgres.utils import (
 )
 from sqlalchemy.engine import Connection
 
+from defer_orchestration.dagster_storage import guard
 from defer_orchestration.dagster_storage.durability import CachedSchemaLookups, is_durability_point
 
 __all__ = ["DagsterPostgresBatchedStorage", "PostgresBatchedEventLogStorage"]
@@ -87,6 +101,8 @@ class PostgresBatchedEventLogStorage(CachedSchemaLookups, PostgresEventLogStorag
         self._writer_lock = threading.Lock()
         self._writer: Connection | None = None
         super().__init__(postgres_url, should_autocreate_tables, inst_data=inst_data, token_provider=token_provider)
+        if not guard.active():  # dagster-postgres' own engine (a connection per statement)
+            return
         self._engine.dispose()
         self._engine = create_pg_engine(
             self.postgres_url, token_provider,
@@ -106,7 +122,7 @@ class PostgresBatchedEventLogStorage(CachedSchemaLookups, PostgresEventLogStorag
     def _connect(self) -> Any:
         """Inside a batch, the batch's own connection (Dagster's check-row helpers would
         otherwise open one of their own, a commit each)."""
-        active = getattr(self._writing, "conn", None)
+        active = getattr(self._writing, "conn", None) if guard.active() else None
         if active is not None:
             return _reuse(active)
         return super()._connect()
@@ -114,15 +130,21 @@ class PostgresBatchedEventLogStorage(CachedSchemaLookups, PostgresEventLogStorag
     # Writes --------------------------------------------------------------------------
 
     def store_event(self, event: EventLogEntry) -> None:
-        """One event: a batch of one."""
+        """One event: a batch of one (dagster-postgres' ``store_event`` when the guard is off)."""
+        if not guard.active():
+            return super().store_event(event)
         check.inst_param(event, "event", EventLogEntry)
         self.store_event_batch([event])
+        return None
 
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
-        """The events, their tags, asset rows and check rows in one transaction."""
+        """The events, their tags, asset rows and check rows in one transaction
+        (dagster-postgres' ``store_event_batch`` when the guard is off)."""
+        if not guard.active():
+            return super().store_event_batch(events)
         check.sequence_param(events, "events", of_type=EventLogEntry)
         if not events:
-            return
+            return None
         durable = any(is_durability_point(event) for event in events)
         with self._writer_lock:
             for attempt in (1, 2):
@@ -138,11 +160,12 @@ class PostgresBatchedEventLogStorage(CachedSchemaLookups, PostgresEventLogStorag
                             self._store(conn, events, progress)
                         finally:
                             self._writing.conn = None
-                    return
+                    return None
                 except db.exc.DBAPIError as exc:
                     self._drop_writer()
                     if attempt == 2 or not exc.connection_invalidated or progress["first_statement_done"]:
                         raise
+        return None
 
     def _writer_connection(self) -> Connection:
         """The kept writing connection, opened (with dagster-postgres' connection retries)
@@ -217,6 +240,11 @@ class DagsterPostgresBatchedStorage(DagsterPostgresStorage):
         inst_data: ConfigurableClassData | None = None,
         token_provider: Any = None,
     ) -> None:
+        if not guard.active():  # exactly dagster-postgres' composite storage
+            DagsterPostgresStorage.__init__(
+                self, postgres_url, should_autocreate_tables, inst_data=inst_data, token_provider=token_provider
+            )
+            return
         self.postgres_url = postgres_url
         self.should_autocreate_tables = check.bool_param(should_autocreate_tables, "should_autocreate_tables")
         self._inst_data = check.opt_inst_param(inst_data, "inst_data", ConfigurableClassData)

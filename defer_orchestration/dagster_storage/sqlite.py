@@ -23,6 +23,19 @@ Here (same files, same tables, same rows):
   batch holding a run status change or a step's end is written with ``synchronous=FULL``,
   which flushes the WAL, so every earlier commit of that file too. A file not in WAL mode
   (created by an old Dagster) keeps ``FULL`` throughout.
+
+Guarded (``guard.py``; tested with the dagster versions of ``guard.DAGSTER_INTERNALS``).
+Touches Dagster's private ``SqliteEventLogStorage._connect``, ``_initdb``,
+``_initialized_dbs``, ``_db_lock``, ``_event_to_row``, ``_store_asset_event_tags``,
+``_store_asset_event``, ``_has_asset_key_index_cols_on_connection``, ``index_connection``,
+``store_asset_check_event``, ``conn_string_for_shard``, ``INDEX_SHARD_NAME``,
+``SQLITE_BUSY_TIMEOUT_SECONDS``, ``dagster._core.storage.sql.create_engine``,
+``SqlEventLogStorageTable``, ``ASSET_EVENTS``/``ASSET_CHECK_EVENTS``, and
+``DagsterSqliteStorage``'s ``_run_storage``/``_event_log_storage``/``_schedule_storage``.
+No public API writes several events in one transaction (``store_event_batch`` is a loop
+of ``store_event`` in Dagster's SQLite storage). When ``guard.active()`` is false every
+override here is Dagster's own method (``super()``) and ``DagsterSqliteBatchedStorage`` is
+built by ``DagsterSqliteStorage``'s constructor, with Dagster's stock event log storage.
 """
 
 from __future__ import annotations
@@ -51,6 +64,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import QueuePool
 
+from defer_orchestration.dagster_storage import guard
 from defer_orchestration.dagster_storage.durability import (
     CachedSchemaLookups,
     is_durability_point,
@@ -126,7 +140,11 @@ class SqliteBatchedEventLogStorage(CachedSchemaLookups, SqliteEventLogStorage):
     def _connect(self, shard: str, durable: bool = True) -> Iterator[Connection]:  # type: ignore[override]
         """Dagster's ``_connect`` (one lock, the file created and migrated on first use, one
         transaction) on a kept connection; ``durable=False`` (the batched writes) commits
-        without an fsync when the file is in WAL mode."""
+        without an fsync when the file is in WAL mode. Dagster's own when the guard is off."""
+        if not guard.active():
+            with super()._connect(shard) as conn:
+                yield conn
+            return
         with self._db_lock:
             check.str_param(shard, "shard")
             engine = self._engine(shard)
@@ -149,13 +167,15 @@ class SqliteBatchedEventLogStorage(CachedSchemaLookups, SqliteEventLogStorage):
     def index_connection(self) -> Any:
         """Inside a batch, the batch's own index transaction (Dagster's check-row helpers
         open one of their own otherwise, a commit each)."""
-        active = getattr(self._writing, "conn", None)
+        active = getattr(self._writing, "conn", None) if guard.active() else None
         if active is not None:
             return _reuse(active)
         return super().index_connection()
 
     def has_secondary_index(self, name: str) -> bool:
         """Asked for every asset read (a query each); cached as dagster-postgres caches it."""
+        if not guard.active():
+            return bool(super().has_secondary_index(name))
         if name not in self._secondary_indexes:
             self._secondary_indexes[name] = super().has_secondary_index(name)
         return self._secondary_indexes[name]
@@ -167,6 +187,8 @@ class SqliteBatchedEventLogStorage(CachedSchemaLookups, SqliteEventLogStorage):
 
     def _has_asset_key_index_cols_on_connection(self, conn: Connection) -> bool:
         """Asked for every asset event (a ``PRAGMA table_info`` each); columns, once there, stay."""
+        if not guard.active():
+            return bool(super()._has_asset_key_index_cols_on_connection(conn))
         if not self._asset_key_index_cols:
             self._asset_key_index_cols = super()._has_asset_key_index_cols_on_connection(conn)
         return self._asset_key_index_cols
@@ -190,13 +212,19 @@ class SqliteBatchedEventLogStorage(CachedSchemaLookups, SqliteEventLogStorage):
     # Writes --------------------------------------------------------------------------
 
     def store_event(self, event: EventLogEntry) -> None:
-        """One event: a batch of one."""
+        """One event: a batch of one (Dagster's ``store_event`` when the guard is off)."""
+        if not guard.active():
+            return super().store_event(event)
         check.inst_param(event, "event", EventLogEntry)
         self.store_event_batch([event])
+        return None
 
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
         """Every event in its run's file (one transaction per run), and what Dagster mirrors
-        into the index (one transaction), with the same rows Dagster's ``store_event`` writes."""
+        into the index (one transaction), with the same rows Dagster's ``store_event`` writes.
+        Dagster's ``store_event_batch`` when the guard is off."""
+        if not guard.active():
+            return super().store_event_batch(events)
         check.sequence_param(events, "events", of_type=EventLogEntry)
         by_run: dict[str, list[EventLogEntry]] = {}
         for event in events:
@@ -209,6 +237,7 @@ class SqliteBatchedEventLogStorage(CachedSchemaLookups, SqliteEventLogStorage):
             mirrored = [(event, row) for event, row in zip(run_events, rows) if mirrored_in_index(event)]
             if mirrored:
                 self._store_in_index(mirrored, durable)
+        return None
 
     def _store_in_index(self, mirrored: list[tuple[EventLogEntry, dict[str, Any]]], durable: bool) -> None:
         with self._connect(INDEX_SHARD_NAME, durable) as conn:
@@ -238,9 +267,13 @@ def _reuse(conn: Connection) -> Iterator[Connection]:
 class DagsterSqliteBatchedStorage(DagsterSqliteStorage):
     """Dagster's default SQLite storage (``base_dir`` = the instance's directory: runs in
     ``history/runs.db``, event logs in ``history/runs/``, schedules in ``schedules/``) with
-    :class:`SqliteBatchedEventLogStorage` as its event log. Existing files are read as they are."""
+    :class:`SqliteBatchedEventLogStorage` as its event log. Existing files are read as they are.
+    With the guard off, exactly Dagster's (its constructor, its stock event log storage)."""
 
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:
+        if not guard.active():
+            DagsterSqliteStorage.__init__(self, base_dir, inst_data=inst_data)
+            return
         # Dagster's constructor would open its own event log storage first; build the three here.
         import os
 

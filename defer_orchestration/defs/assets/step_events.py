@@ -25,8 +25,10 @@ with the step: this module keeps what Dagster records identical and removes the 
   non-blocking check's evaluation is yielded without the empty check output Dagster adds
   for steps that wait on blocking checks (one event fewer per test).
 
-Every step-context hook here is looked up defensively: when a Dagster version lacks it,
-Dagster's own (slower) path runs and the records are the same.
+Every shortcut into Dagster's step context lives in the guarded module
+``dagster_storage/step_context.py``: with ``DEFER_ORCH_INTERNALS=off``, on a Dagster
+version it was not tested with, or when an internal raises, Dagster's own (slower) path
+runs and the records are the same.
 """
 
 # No `from __future__ import annotations`: DbtTestResult subclasses a Dagster NamedTuple.
@@ -37,23 +39,13 @@ from typing import Any
 
 import dagster as dg
 
+from defer_orchestration.dagster_storage import step_context as shortcuts
+
 
 class DbtTestResult(dg.AssetCheckResult):
     """An ``AssetCheckResult`` whose asset key and check name are both given (a dbt test's
     always are), turned into its evaluation without resolving the key against every check
     of the step; everything else as Dagster's ``to_asset_check_evaluation``."""
-
-    def _spec(self, step_context: Any) -> dg.AssetCheckSpec | None:
-        if self.asset_key is None or self.check_name is None:
-            return None
-        assets_def = step_context.job_def.asset_layer.get_assets_def_for_node(node_handle=step_context.node_handle)
-        if assets_def is None:
-            return None
-        try:
-            spec: dg.AssetCheckSpec = assets_def.get_spec_for_check_key(dg.AssetCheckKey(self.asset_key, self.check_name))
-        except KeyError:
-            return None
-        return spec
 
     def for_step(self, step_context: Any) -> Any:
         """What the step yields for this result: the evaluation alone when the check is not
@@ -66,43 +58,15 @@ class DbtTestResult(dg.AssetCheckResult):
         not written: one event fewer per dbt test, the evaluation (what the UI shows and
         the check's history records) unchanged. (A definition that cannot be subset
         requires every output, so there the output stays; dagster-dbt's can be.)"""
-        spec = self._spec(step_context) if step_context is not None else None
-        if spec is None or spec.blocking or not _optional_output(step_context, spec.key):
+        if self.asset_key is None or self.check_name is None:
+            return self
+        if not shortcuts.check_output_may_be_skipped(step_context, dg.AssetCheckKey(self.asset_key, self.check_name)):
             return self
         return self.to_asset_check_evaluation(step_context)
 
     def to_asset_check_evaluation(self, step_context: Any) -> dg.AssetCheckEvaluation:
-        spec = self._spec(step_context)
-        target = getattr(self, "_get_target_materialization_data", None)
-        if spec is None or not callable(target):
-            return super().to_asset_check_evaluation(step_context)
-        key = spec.key
-        partition = (
-            step_context.partition_key
-            if step_context.has_partition_key and spec.partitions_def is not None
-            else None
-        )
-        return dg.AssetCheckEvaluation(
-            check_name=key.name,
-            asset_key=key.asset_key,
-            passed=self.passed,
-            metadata=self.metadata,
-            target_materialization_data=target(step_context, key),
-            severity=self.severity,
-            description=self.description,
-            blocking=spec.blocking,
-            partition=partition,
-        )
-
-
-def _optional_output(step_context: Any, check_key: dg.AssetCheckKey) -> bool:
-    """The step's output for ``check_key`` may be left out (Dagster fails a step that
-    leaves out a required one)."""
-    try:
-        name = step_context.job_def.asset_layer.get_op_output_name(check_key)
-        return bool(name) and bool(step_context.op_def.output_def_named(name).optional)
-    except Exception:  # not knowable here: keep Dagster's path
-        return False
+        evaluation = shortcuts.check_evaluation(self, step_context)
+        return evaluation if evaluation is not None else super().to_asset_check_evaluation(step_context)
 
 
 def generations(
@@ -123,9 +87,9 @@ def generations(
 
 
 def step_context_of(context: dg.AssetExecutionContext) -> Any:
-    """Dagster's step execution context behind ``context``, or None."""
-    get = getattr(context, "get_step_execution_context", None)
-    return get() if callable(get) else None
+    """Dagster's step execution context behind ``context``, or None (the guard is off, or
+    Dagster offers none): every shortcut below then leaves the step to Dagster."""
+    return shortcuts.step_context_of(context)
 
 
 def compute_output_asset_keys_once(step_context: Any) -> None:
@@ -138,23 +102,14 @@ def compute_output_asset_keys_once(step_context: Any) -> None:
     models. The set depends only on the step and its selection, which do not change while
     it runs, so the step's context answers with the set computed once.
     """
-    compute = getattr(step_context, "get_output_asset_keys", None)
-    if not callable(compute):
-        return
-    keys = frozenset(compute())
-    try:
-        step_context.get_output_asset_keys = lambda: keys
-    except AttributeError:  # a context without instance attributes: keep Dagster's
-        return
+    shortcuts.freeze_output_asset_keys(step_context)
 
 
 def read_back(step_context: Any, keys: Sequence[dg.AssetKey]) -> None:
     """Read the latest records of ``keys`` (just materialized) into the step's data-version
-    cache in one batched query, as Dagster would one query per key on first use."""
-    cache = getattr(step_context, "_data_version_cache", None)
-    fetch = getattr(cache, "_fetch_input_asset_version_info", None)
-    if keys and callable(fetch):
-        fetch(list(keys))
+    cache in one batched query, as Dagster would one query per key on first use; nothing
+    (Dagster reads them itself) when the guarded shortcut is off or fails."""
+    shortcuts.read_back(step_context, keys)
 
 
 def emit_by_generation(

@@ -1,0 +1,62 @@
+"""The one switch for every private Dagster internal this package and the production step use.
+
+Guarded modules (each lists at its top what it touches):
+
+- ``sqlite.py`` / ``postgres.py``: the batched event log storages and their composite storages;
+- ``instance.py``: ``BatchedEventsInstance`` (its default storage, event batches without
+  ``DAGSTER_EVENT_BATCH_SIZE``, ``grouped_events``);
+- ``durability.py``: which event types are durability points / mirrored in the index;
+- ``step_context.py``: the production dbt step's shortcuts into Dagster's step context.
+
+:func:`active` decides once per process, at first use (never at import), through
+:func:`defer_orchestration.lib.internals.enabled`: off when ``DEFER_ORCH_INTERNALS=off`` is
+set or the installed dagster is not in :data:`DAGSTER_INTERNALS`'s tested list, in which case
+it logs once, naming the version and what was switched off, and every guarded class and
+function takes Dagster's own path (stock storages, stock batching, stock step events).
+"""
+
+from __future__ import annotations
+
+import threading
+
+from defer_orchestration.lib.internals import Internal, enabled
+
+__all__ = ["DAGSTER_INTERNALS", "active", "forget_decision"]
+
+DAGSTER_INTERNALS = Internal(
+    name="batched Dagster event storage and step-event shortcuts",
+    distribution="dagster",
+    # The exact versions the test suite ran these internals on. The oldest version of the
+    # constraints files (constraints/) is added here once the suite has run on it.
+    tested=("1.13.27",),
+    touches=(
+        "SqliteEventLogStorage._connect/_initdb/_event_to_row/_store_asset_event(_tags)/index_connection",
+        "PostgresEventLogStorage._connect/_engine/_event_to_row/_store_asset_event(_tags)",
+        "DagsterSqliteStorage/DagsterPostgresStorage private storage attributes",
+        "InstanceRef.config_defaults, DagsterInstance._get_event_batch_size/handle_new_event batches",
+        "StepExecutionContext._data_version_cache._fetch_input_asset_version_info/get_output_asset_keys",
+        "AssetCheckResult._get_target_materialization_data, AssetLayer lookups",
+    ),
+)
+
+_decision: bool | None = None
+_lock = threading.Lock()
+
+
+def active() -> bool:
+    """Whether the guarded Dagster internals are used in this process: decided (and, when
+    not, logged) on the first call, then the same answer for the life of the process, so a
+    storage, the instance and the step never disagree halfway through a run."""
+    global _decision
+    if _decision is None:
+        with _lock:
+            if _decision is None:
+                _decision = enabled(DAGSTER_INTERNALS)
+    return _decision
+
+
+def forget_decision() -> None:
+    """Decide again on the next :func:`active` (tests that change the environment)."""
+    global _decision
+    with _lock:
+        _decision = None
