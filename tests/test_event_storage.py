@@ -31,12 +31,13 @@ import yaml
 from helpers import fast_dir, repo_with_bundled_project
 
 from defer_orchestration import constants as c
-from defer_orchestration.dagster_storage import durability
+from defer_orchestration.dagster_storage import durability, guard
 from defer_orchestration.dagster_storage.instance import (
     DEFAULT_EVENT_BATCH_SIZE,
     BatchedEventsInstance,
 )
 from defer_orchestration.dagster_storage.sqlite import SqliteBatchedEventLogStorage
+from defer_orchestration.lib import internals
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SQLITE_YAML = REPO_ROOT / ".dagster_home" / "dagster.yaml"
@@ -50,6 +51,17 @@ _TABLES = {
     "asset_event_tags": ("asset_key", "key"),
     "asset_check_executions": ("asset_key", "check_name", "execution_status"),
 }
+
+
+@pytest.fixture(autouse=True)
+def _guard_decided_per_test() -> Iterator[None]:
+    """The internals guard decides once per process: each test here decides anew (and the
+    next module too), whatever a test set ``DEFER_ORCH_INTERNALS`` to."""
+    guard.forget_decision()
+    internals.reset_reports()
+    yield
+    guard.forget_decision()
+    internals.reset_reports()
 
 
 # Instances ---------------------------------------------------------------------------------
@@ -327,18 +339,25 @@ def _dbt_step_counts(instance: dg.DagsterInstance, run_id: str) -> tuple[collect
 
 
 @pytest.mark.dbt
-@pytest.mark.parametrize("storage", STORAGES)
-def test_prod_build_records_each_node_once(storage: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+@pytest.mark.parametrize(("storage", "switch"), [("sqlite", "on"), ("postgres", "on"), ("sqlite", "off")])
+def test_prod_build_records_each_node_once(
+    storage: str, switch: str, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A whole production build on the repository's instance configuration: one
     materialization per model/seed/snapshot and one check evaluation per test of the
-    manifest, in the run's log and in the cross-run tables; the run succeeded."""
+    manifest, in the run's log and in the cross-run tables; the run succeeded. With
+    ``DEFER_ORCH_INTERNALS=off`` the same counts, stored by Dagster's own storage and
+    step path (every check with Dagster's empty output)."""
     from defer_orchestration.definitions import build_definitions
     from defer_orchestration.defs.manifest_resolution import latest_published_manifest
     from defer_orchestration.resources import DeferOrchSettings
 
+    if switch == "off":
+        monkeypatch.setenv(internals.ENV_SWITCH, "off")
     with fast_dir("event_storage") as fast, _home(fast, storage, request) as (home, _), \
             dg.DagsterInstance.from_config(str(home)) as instance:
         assert type(instance) is BatchedEventsInstance
+        assert ("Batched" in type(instance.event_log_storage).__name__) is (switch == "on")
         settings = DeferOrchSettings(**_run_settings(tmp_path))
         result = build_definitions(settings).resolve_job_def(c.PROD_BUILD_JOB).execute_in_process(instance=instance)
         assert result.success
@@ -355,7 +374,7 @@ def test_prod_build_records_each_node_once(storage: str, tmp_path: Path, request
             if r.dagster_event is not None and r.dagster_event.step_key == c.PROD_DBT_OP
             and r.dagster_event.event_type_value == "STEP_OUTPUT"
         ]
-        assert len(outputs) == len(set(outputs)) == len(built)
+        assert len(outputs) == len(set(outputs)) == len(built) + (len(tests) if switch == "off" else 0)
         # The cross-run tables agree: each asset's latest materialization and each check's
         # latest execution are this run's, resolved (not left planned).
         dbt_keys = {

@@ -80,9 +80,13 @@ def read_back(step_context: Any, keys: Sequence[dg.AssetKey]) -> None:
     if step_context is None or not keys or not guard.active():
         return
     try:
-        step_context._data_version_cache._fetch_input_asset_version_info(list(keys))
+        _fetch_versions(step_context, list(keys))
     except Exception as exc:  # Dagster reads each record itself when it needs it
         _fell_back("_fetch_input_asset_version_info", exc)
+
+
+def _fetch_versions(step_context: Any, keys: list[dg.AssetKey]) -> None:
+    step_context._data_version_cache._fetch_input_asset_version_info(keys)
 
 
 def _check_spec(step_context: Any, check_key: dg.AssetCheckKey) -> dg.AssetCheckSpec | None:
