@@ -132,3 +132,17 @@ def test_a_template_for_another_connection_or_other_vars_is_rejected(tmp_path: P
     outcome, adapted, _ = _parse(tmp_path, OTHER, "vars", template=template, vars={"launch": 1})
     assert outcome == f"template {SHA[:12]}: rejected: vars changed"
     assert adapted["nodes"]["model.shop.schema_named"]["schema"] == OTHER
+
+
+def test_with_internals_off_the_template_is_not_used_and_the_parse_is_dbts_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    template = _template(tmp_path)
+    monkeypatch.setenv("DEFER_ORCH_INTERNALS", "off")  # inherited by the session child
+    outcome, parsed, _ = _parse(tmp_path, OTHER, "off", template=template)
+    assert outcome == f"template {SHA[:12]}: not used (DEFER_ORCH_INTERNALS=off is set)"
+    monkeypatch.delenv("DEFER_ORCH_INTERNALS")
+    _, fresh, _ = _parse(tmp_path, OTHER, "fresh")
+    assert_same_parse(parsed, fresh)
+    stderr = (tmp_path / "off" / "session" / "session.stderr").read_text()
+    assert "switched off (DEFER_ORCH_INTERNALS=off is set)" in stderr

@@ -17,6 +17,7 @@ from typing import Any
 
 from defer_orchestration import constants as c
 from defer_orchestration.dbt.cli import DbtPaths
+from defer_orchestration.dbt.owned_checkout import prepare_owned_checkout
 from defer_orchestration.dbt.packages import packages_dir_for
 from defer_orchestration.dbt.profiles import profile_name, write_profiles_dir
 from defer_orchestration.lib import git
@@ -109,6 +110,7 @@ def branch_dbt_paths(
             "branch and push again."
         ) from exc
     packages = packages_dir_for(project_dir, settings.package_cache(), run_dir / "dbt_packages", vars=vars)
+    prepare_owned_checkout(project_dir, packages, settings.package_cache())
     return DbtPaths(
         project_dir, profiles_dir, run_dir / "target", run_dir / "logs", packages, vars,
         settings.warehouse.branch_dbt_env(),

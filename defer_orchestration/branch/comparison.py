@@ -24,6 +24,7 @@ from typing import Any
 from defer_orchestration import constants as c
 from defer_orchestration.branch.checkout import worktrees_dir
 from defer_orchestration.dbt.cli import DbtPaths, DbtRun, run_dbt
+from defer_orchestration.dbt.owned_checkout import prepare_owned_checkout
 from defer_orchestration.dbt.packages import packages_dir_for
 from defer_orchestration.dbt.profiles import write_profiles
 from defer_orchestration.lib import git
@@ -196,6 +197,7 @@ def parse_commit_manifest(
                 warehouse=settings.warehouse, threads=settings.threads,
             )
             packages = packages_dir_for(project, settings.package_cache(), staging / "dbt_packages", vars=vars)
+            prepare_owned_checkout(project, packages, settings.package_cache())
             run = run_dbt(
                 ["parse", "--quiet"],
                 DbtPaths(project, profiles, staging / "target", staging / "logs", packages, vars, settings.warehouse.dbt_env()),

@@ -20,8 +20,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from defer_orchestration.dbt.runner import ENV_PACKAGES_DIR
 from defer_orchestration.lib.errors import DbtInvocationError
+
+
+# Every dbt process we start for a project with packages has this variable set to the
+# packages directory prepared for it (``dbt/packages.py``); a project used in place reads
+# it in its dbt_project.yml (``packages-install-path``), one in a checkout we own has its
+# install path linked there instead.
+ENV_PACKAGES_DIR = "DEFER_ORCH_DBT_PACKAGES_DIR"
 
 
 def dbt_executable() -> str:
@@ -39,9 +45,9 @@ def dbt_executable() -> str:
 
 
 def dbt_command() -> list[str]:
-    """How we start dbt: through our runner (``dbt/runner.py``), which is the ``dbt`` CLI
-    plus the packages directory of :attr:`DbtPaths.packages_dir`."""
-    return [sys.executable, "-m", "defer_orchestration.dbt.runner"]
+    """How we start dbt: dbt's own CLI module under the running interpreter (the same
+    environment as ours, whatever is on PATH), with no hook of ours."""
+    return [sys.executable, "-m", "dbt.cli.main"]
 
 
 @dataclass(frozen=True)
@@ -115,7 +121,7 @@ _NO_TARGET_PATH = frozenset({"deps", "clean", "debug", "init"})
 
 
 def dbt_environment_for(paths: DbtPaths, env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """:func:`dbt_environment` plus the runner's packages directory of ``paths``."""
+    """:func:`dbt_environment` plus :data:`ENV_PACKAGES_DIR` for ``paths``."""
     extra = {ENV_PACKAGES_DIR: os.fspath(paths.packages_dir)} if paths.packages_dir else {}
     return dbt_environment({**paths.env, **(env or {}), **extra})
 

@@ -1,16 +1,25 @@
 """dbt packages, installed outside the user's project and cached by their lock.
 
-A project's package files (``packages.yml``, ``dependencies.yml``, ``package-lock.yml``)
-name a cache key (sha256 of their bytes). Packages that come from somewhere
-(hub, git, tarball, private) are installed once per key with ``dbt deps`` into
-``<cache>/<key>/dbt_packages``, so an unchanged lock installs nothing and a branch that
-changes its packages gets an install of its own. ``dbt deps`` runs in a staging copy of
-the package files, never in the project: nothing is written into the user's directory.
+A project's package files (``packages.yml``, ``dependencies.yml``, ``package-lock.yml``,
+and those of the local packages it declares) name a cache key (sha256 of their bytes).
+Packages that come from somewhere (hub, git, tarball, private) are installed once per key
+with ``dbt deps`` into ``<cache>/<key>/dbt_packages``, so an unchanged lock installs
+nothing and a branch that changes its packages gets an install of its own. ``dbt deps``
+runs in a staging copy of the package files, never in the project: nothing is written
+into the user's directory. The lock ``dbt deps`` resolved is kept beside the install.
 
 ``local:`` packages are not copied into the cache: their code belongs to the checkout
 (a branch may change it), so each invocation's packages directory links them from the
-checkout itself. Every dbt invocation then reads its packages directory through the
-runner hook (``dbt/runner.py``).
+checkout itself, nested ones too (a local package that declares another; dbt resolves
+every ``local:`` path from the root project, and so do we).
+
+How dbt finds the packages directory, with no change to dbt: in a checkout the product
+owns (a worktree of the watched repository), :func:`place_in_checkout` makes the
+project's own ``packages-install-path`` a filesystem link to it and puts the resolved
+lock beside it. A project used in place (no repository) is the user's directory, which
+we never write: it either sets ``packages-install-path`` from :data:`ENV_PACKAGES_DIR`
+(the one line the README documents) or has its packages installed by ``dbt deps``;
+:func:`check_in_place` says which line to add when neither holds.
 """
 
 from __future__ import annotations
@@ -27,12 +36,15 @@ from typing import Any
 
 import yaml
 
-from defer_orchestration.dbt.cli import DbtPaths, run_dbt
+from defer_orchestration.dbt.cli import ENV_PACKAGES_DIR, DbtPaths, run_dbt
 from defer_orchestration.lib.errors import ConfigurationError, DbtInvocationError
 
 PACKAGE_FILES = ("packages.yml", "dependencies.yml", "package-lock.yml")
+LOCK_FILE = "package-lock.yml"
 _SPEC_FILES = ("packages.yml", "dependencies.yml")
 _COMPLETE = ".complete"
+DEFAULT_INSTALL_PATH = "dbt_packages"
+IN_PLACE_LINE = f"packages-install-path: \"{{{{ env_var('{ENV_PACKAGES_DIR}', 'dbt_packages') }}}}\""
 
 
 @dataclass(frozen=True)
@@ -43,6 +55,9 @@ class PackageSpec:
     key: str
     local: Mapping[str, Path]
     remote: tuple[str, ...]  # human-readable names of packages to fetch
+    # What `dbt deps` is given: the root's fetched packages and those its local packages
+    # declare (their own `local:` ones are linked, never staged).
+    remote_entries: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -85,18 +100,59 @@ def _local_name(source: Path) -> str:
     return name
 
 
-def package_key(project_dir: Path) -> str | None:
-    """sha256 of the project's package files, None when it declares no packages."""
-    digest = hashlib.sha256()
+def _digest_package_files(digest: Any, directory: Path, label: str) -> bool:
     found = False
     for name in PACKAGE_FILES:
-        path = project_dir / name
+        path = directory / name
         if path.is_file():
             found = True
-            digest.update(f"{name}\0".encode())
+            digest.update(f"{label}{name}\0".encode())
             digest.update(path.read_bytes())
             digest.update(b"\0")
-    return digest.hexdigest() if found else None
+    return found
+
+
+def _local_source(root_project: Path, entry: Mapping[str, Any]) -> Path:
+    # dbt resolves every `local:` path from the root project, nested ones included.
+    return (root_project / os.path.expanduser(str(entry["local"]))).resolve()
+
+
+def _walk_locals(root_project: Path) -> tuple[dict[str, Path], list[dict[str, Any]]]:
+    """Every local package the root reaches (name -> source), transitively, and every
+    fetched package any of them declares, in the order found."""
+    local: dict[str, Path] = {}
+    remote: list[dict[str, Any]] = []
+    seen: set[Path] = set()
+    todo = [root_project]
+    while todo:
+        directory = todo.pop(0)
+        for name in _SPEC_FILES:
+            path = directory / name
+            if not path.is_file():
+                continue
+            for entry in _entries(_load(path)):
+                if "local" in entry:
+                    source = _local_source(root_project, entry)
+                    if source in seen:
+                        continue
+                    seen.add(source)
+                    local[_local_name(source)] = source
+                    todo.append(source)
+                elif entry not in remote:
+                    remote.append(entry)
+    return local, remote
+
+
+def package_key(project_dir: Path) -> str | None:
+    """sha256 of the project's package files and its local packages' (they may declare
+    packages of their own), None when it declares no packages."""
+    digest = hashlib.sha256()
+    if not _digest_package_files(digest, project_dir, ""):
+        return None
+    local, _ = _walk_locals(project_dir)
+    for name, source in sorted(local.items()):
+        _digest_package_files(digest, source, f"{name}/")
+    return digest.hexdigest()
 
 
 def read_spec(project_dir: Path) -> PackageSpec | None:
@@ -104,26 +160,8 @@ def read_spec(project_dir: Path) -> PackageSpec | None:
     key = package_key(project_dir)
     if key is None:
         return None
-    local: dict[str, Path] = {}
-    remote: list[str] = []
-    for name in _SPEC_FILES:
-        path = project_dir / name
-        if not path.is_file():
-            continue
-        for entry in _entries(_load(path)):
-            if "local" in entry:
-                source = (project_dir / os.path.expanduser(str(entry["local"]))).resolve()
-                local[_local_name(source)] = source
-            else:
-                remote.append(_describe(entry))
-    return PackageSpec(key, local, tuple(remote))
-
-
-def _absolute_locals(document: dict[str, Any], project_dir: Path) -> dict[str, Any]:
-    for entry in _entries(document):
-        if "local" in entry:
-            entry["local"] = os.fspath((project_dir / os.path.expanduser(str(entry["local"]))).resolve())
-    return document
+    local, remote = _walk_locals(project_dir)
+    return PackageSpec(key, local, tuple(_describe(entry) for entry in remote), tuple(remote))
 
 
 DepsRunner = Callable[[Path], str]  # runs `dbt deps` in a project dir; its output on failure
@@ -152,11 +190,16 @@ def _install(spec: PackageSpec, project_dir: Path, cache_root: Path, run_deps: D
     project = stage / "project"
     try:
         project.mkdir(parents=True)
-        shutil.copyfile(project_dir / "dbt_project.yml", project / "dbt_project.yml")
-        for name in PACKAGE_FILES:
-            if (project_dir / name).is_file():
-                document = _absolute_locals(_load(project_dir / name), project_dir)
-                (project / name).write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+        # The stage is ours: dbt deps installs where we look, whatever the project sets.
+        document = _load(project_dir / "dbt_project.yml")
+        document["packages-install-path"] = DEFAULT_INSTALL_PATH
+        (project / "dbt_project.yml").write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+        packages = {"packages": [dict(entry) for entry in spec.remote_entries]}
+        (project / "packages.yml").write_text(yaml.safe_dump(packages, sort_keys=False), encoding="utf-8")
+        if not spec.local and (project_dir / LOCK_FILE).is_file():
+            # The committed lock, byte for byte: its hash matches the staged packages.yml
+            # (the same entries), so dbt installs exactly the locked versions.
+            shutil.copyfile(project_dir / LOCK_FILE, project / LOCK_FILE)
         failure = run_deps(project)
         if failure:
             raise DbtInvocationError(
@@ -176,6 +219,8 @@ def _install(spec: PackageSpec, project_dir: Path, cache_root: Path, run_deps: D
             os.replace(fetched, installed)
         else:
             installed.mkdir()
+        if (project / LOCK_FILE).is_file():
+            shutil.copyfile(project / LOCK_FILE, cache_root / spec.key / LOCK_FILE)
         (cache_root / spec.key / _COMPLETE).write_text(", ".join(spec.remote) + "\n", encoding="utf-8")
     finally:
         shutil.rmtree(stage, ignore_errors=True)
@@ -217,3 +262,71 @@ def packages_dir_for(project_dir: Path, cache_root: Path, dest: Path, *, vars: M
     """The packages directory for one dbt invocation of ``project_dir`` (linked at ``dest``,
     fetched packages cached under ``cache_root``); None when it declares none."""
     return prepare_packages(project_dir, cache_root, dest, lambda stage: _run_deps(stage, vars))
+
+
+def install_path_setting(project_dir: Path) -> str:
+    """The project's ``packages-install-path`` as written (dbt's default when unset)."""
+    value = _load(project_dir / "dbt_project.yml").get("packages-install-path")
+    return str(value) if value else DEFAULT_INSTALL_PATH
+
+
+def _reads_our_variable(setting: str) -> bool:
+    return "{{" in setting and ENV_PACKAGES_DIR in setting
+
+
+def place_in_checkout(project_dir: Path, packages: Path | None, cache_root: Path) -> None:
+    """Let dbt find ``packages`` (:func:`packages_dir_for`) in a checkout the product owns:
+    the project's own ``packages-install-path`` becomes a link to it, and the lock
+    ``dbt deps`` resolved is put beside the package files when the project commits none.
+
+    Call it after :func:`packages_dir_for` (the cache key is read from the checkout's
+    files as committed). A project that vendors its packages (a real directory at the
+    install path) or reads :data:`ENV_PACKAGES_DIR` there is left as it is.
+    """
+    if packages is None:
+        return
+    key = package_key(project_dir)
+    setting = install_path_setting(project_dir)
+    if _reads_our_variable(setting):
+        return
+    if "{{" in setting:
+        raise ConfigurationError(
+            f"{project_dir / 'dbt_project.yml'} sets packages-install-path from a template ({setting}); the "
+            f"packages cannot be placed there. Use a plain path, or read our variable: {IN_PLACE_LINE}"
+        )
+    link = Path(os.path.normpath((project_dir / setting).absolute()))
+    if not link.is_relative_to(project_dir.absolute()) or link == project_dir.absolute():
+        raise ConfigurationError(
+            f"packages-install-path ({setting}) of {project_dir} points outside the project; set a path "
+            f"inside it (dbt's default is {DEFAULT_INSTALL_PATH}), or read our variable: {IN_PLACE_LINE}"
+        )
+    if link.is_symlink():
+        link.unlink()
+    elif link.exists():
+        return  # packages committed with the project: dbt reads them as they are
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(packages, target_is_directory=True)
+    resolved = cache_root / str(key) / LOCK_FILE
+    if resolved.is_file() and not (project_dir / LOCK_FILE).exists():
+        shutil.copyfile(resolved, project_dir / LOCK_FILE)
+
+
+def check_in_place(project_dir: Path, packages: Path | None) -> None:
+    """A project used in place (the user's own directory, never written) must let dbt find
+    ``packages``: raise :class:`ConfigurationError` with the line to add when it cannot."""
+    if packages is None:
+        return
+    setting = install_path_setting(project_dir)
+    if _reads_our_variable(setting):
+        return
+    spec = read_spec(project_dir)
+    installed = project_dir / setting
+    wanted = sorted((spec.local if spec else {}).keys()) + sorted(p.name for p in packages.iterdir())
+    missing = [name for name in dict.fromkeys(wanted) if not (installed / name).is_dir()]
+    if missing:
+        raise ConfigurationError(
+            f"the dbt project {project_dir} is used in place and declares packages that are not installed "
+            f"in it ({', '.join(missing)} missing from {installed}). We never write into your project: add "
+            f"this line to its dbt_project.yml so dbt reads the packages we prepare, {IN_PLACE_LINE} ; or run "
+            "`dbt deps` in it yourself."
+        )

@@ -21,7 +21,7 @@ placeholder (:func:`template_token`), checked out at that placeholder's stable p
 (``branch/parse_template.py`` makes it). Everything such a parse holds that differs
 between two branches derives from the schema name: node schemas and databases (DuckDB's
 branch catalog is ``db_<schema>``), relation names, the checkout's path. The dbt session
-child (``dbt/runner.py``) replaces the placeholder with the run's schema in every string
+child (``dbt/internals.py``, a guarded dbt internal) replaces the placeholder with the run's schema in every string
 of the template, checks that the template was made for the same connection as the run
 (dbt's profile hash with the schema put back), and hands it to dbt, which then re-reads
 only the files the branch changed, as for any partial parse. A project whose parse

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from defer_orchestration import constants as c
 from defer_orchestration.dbt.cli import DbtPaths, run_dbt
-from defer_orchestration.dbt.packages import package_key, packages_dir_for
+from defer_orchestration.dbt.packages import check_in_place, package_key, packages_dir_for
 from defer_orchestration.dbt.profiles import write_profiles
 from defer_orchestration.lib.errors import ConfigurationError
 from defer_orchestration.lib.settings import Settings
@@ -56,15 +56,17 @@ def prod_profiles_dir(settings: Settings) -> Path:
 def prod_dbt_paths(settings: Settings, target_path: Path) -> DbtPaths:
     """Paths of a production-target dbt invocation of the project directory writing into
     ``target_path``, with its packages (installed outside the project) and vars."""
+    packages = packages_dir_for(
+        settings.project_dir, settings.package_cache(), project_work_dir(settings) / "dbt_packages",
+        vars=settings.dbt_vars,
+    )
+    check_in_place(settings.project_dir, packages)
     return DbtPaths(
         project_dir=settings.project_dir,
         profiles_dir=prod_profiles_dir(settings),
         target_path=target_path,
         log_path=project_work_dir(settings) / "logs",
-        packages_dir=packages_dir_for(
-            settings.project_dir, settings.package_cache(), project_work_dir(settings) / "dbt_packages",
-            vars=settings.dbt_vars,
-        ),
+        packages_dir=packages,
         vars=settings.dbt_vars,
         env=settings.warehouse.dbt_env(),
     )

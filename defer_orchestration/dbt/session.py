@@ -31,14 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from defer_orchestration.dbt.cli import DbtPaths, DbtRun, dbt_arguments, dbt_environment
-from defer_orchestration.dbt.runner import (
-    install_packages_hook,
-    install_parse_template_hook,
-    install_state_flags_hook,
-    set_packages_dir,
-    set_parse_template,
-)
+from defer_orchestration.dbt import internals
+from defer_orchestration.dbt.cli import ENV_PACKAGES_DIR, DbtPaths, DbtRun, dbt_arguments, dbt_environment
 from defer_orchestration.lib.errors import DbtInvocationError
 
 # Commands that only read the parsed manifest; any other command (build mutates it while
@@ -238,55 +232,29 @@ class PendingCommand:
 # --- the child ---------------------------------------------------------------------
 
 
-def _share_state_loads() -> None:
-    """Load each ``--state`` directory once per session instead of once per command.
-
-    The listing and the build read the same production manifest; loading it costs about
-    1.8 s at 1,000 models. dbt only reads these objects (deferral copies relation names
-    out of them), and the published state directories never change. Keyed by the files'
-    modification times too, so a directory rewritten mid-session is loaded again. If a
-    dbt version moves ``PreviousState``, this does nothing and dbt loads as usual.
-    """
-    import dbt.task.runnable as runnable
-
-    original = getattr(runnable, "PreviousState", None)
-    if original is None or getattr(original, "_defer_orchestration_shared", False):
-        return
-    loaded: dict[tuple[Any, ...], Any] = {}
-
-    def shared(state_path: Path, target_path: Path, project_root: Path) -> Any:
-        stamps = tuple(
-            (Path(state_path) / name).stat().st_mtime_ns if (Path(state_path) / name).exists() else None
-            for name in ("manifest.json", "run_results.json", "sources.json")
-        )
-        key = (str(state_path), str(target_path), str(project_root), stamps)
-        if key not in loaded:
-            loaded[key] = original(state_path=state_path, target_path=target_path, project_root=project_root)
-        return loaded[key]
-
-    shared._defer_orchestration_shared = True  # type: ignore[attr-defined]
-    setattr(runnable, "PreviousState", shared)  # noqa: B010 - dbt's module attribute, replaced on purpose
-
-
 def _serve(requests: IO[str], replies: IO[str]) -> None:
     """Run each request with dbt's programmatic API until EOF."""
     from dbt.cli.main import dbtRunner  # imported here: the parent never loads dbt
 
-    _share_state_loads()
-    install_packages_hook()
-    install_state_flags_hook()
-    install_parse_template_hook()
+    internals.install()  # guarded: dbt's own behaviour on untested versions or when switched off
     manifest: Any = None
     for line in requests:
         if not line.strip():
             continue
         request = json.loads(line)
         args: list[str] = request["args"]
-        set_packages_dir(request.get("packages_dir"), request.get("project_dir"))
-        set_parse_template(request.get("parse_template"))
+        # As run_dbt sets it for a dbt process (a project used in place reads it).
+        if request.get("packages_dir"):
+            os.environ[ENV_PACKAGES_DIR] = request["packages_dir"]
+        else:
+            os.environ.pop(ENV_PACKAGES_DIR, None)
+        internals.set_parse_template(request.get("parse_template"))
         with open(request["output"], "w", encoding="utf-8") as out:
             real_stdout, sys.stdout = sys.stdout, out
             try:
+                unused = internals.unused_template_line(request.get("parse_template"))
+                if unused:
+                    print(unused, flush=True)
                 result = dbtRunner(manifest=manifest).invoke(list(args))
             finally:
                 sys.stdout = real_stdout

@@ -28,7 +28,8 @@ from defer_orchestration.branch.checkout import mirror_dir, worktrees_dir
 from defer_orchestration.branch.comparison import store_commit_manifest
 from defer_orchestration.dbt import artifacts
 from defer_orchestration.dbt.cli import DbtPaths, DbtRun, run_dbt
-from defer_orchestration.dbt.packages import packages_dir_for
+from defer_orchestration.dbt.owned_checkout import prepare_owned_checkout
+from defer_orchestration.dbt.packages import check_in_place, packages_dir_for
 from defer_orchestration.dbt.profiles import write_profiles
 from defer_orchestration.lib import git
 from defer_orchestration.lib.errors import ConfigurationError, DbtInvocationError, GitError, WarehouseError
@@ -154,6 +155,10 @@ def _run_prod_build(
             warehouse=settings.warehouse, threads=settings.threads,
         )
         packages = packages_dir_for(project, settings.package_cache(), work / "dbt_packages", vars=request.vars)
+        if sha:
+            prepare_owned_checkout(project, packages, settings.package_cache())
+        else:
+            check_in_place(project, packages)
         paths = DbtPaths(project, profiles, target, work / "logs", packages, request.vars, settings.warehouse.dbt_env())
         changed = request.mode is ProdMode.changed and latest is not None
         selection = ["--select", "state:modified+", "--state", str(latest.path)] if changed and latest else []

@@ -1,5 +1,7 @@
-"""dbt packages outside the project: the lock key, local links, the cache of fetched
-packages (with a stand-in for `dbt deps`), and the runner's hook arguments."""
+"""dbt packages outside the project: the lock key, local links (nested ones too), the cache
+of fetched packages (with a stand-in for `dbt deps`), how a checkout we own finds them (a
+link at its own packages-install-path, the resolved lock beside it, the state flag) and
+the line an in-place project is told to add."""
 
 from __future__ import annotations
 
@@ -7,9 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from defer_orchestration.dbt import runner
-from defer_orchestration.dbt.packages import package_key, prepare_packages, read_spec
-from defer_orchestration.lib.errors import DbtInvocationError
+from defer_orchestration.dbt.owned_checkout import STATE_FLAG, prepare_owned_checkout, with_state_flag
+from defer_orchestration.dbt.packages import (
+    IN_PLACE_LINE,
+    check_in_place,
+    package_key,
+    place_in_checkout,
+    prepare_packages,
+    read_spec,
+)
+from defer_orchestration.lib.errors import ConfigurationError, DbtInvocationError
 
 
 def _project(root: Path, packages: str, lock: str | None = None) -> Path:
@@ -58,9 +67,8 @@ def test_fetched_packages_are_installed_once_per_lock(tmp_path: Path) -> None:
     def fake_deps(stage: Path) -> str:
         calls.append(stage)
         written = (stage / "packages.yml").read_text()
-        assert str((tmp_path / "utils").resolve()) in written  # local paths made absolute for the stage
+        assert "dbt_utils" in written and "local" not in written  # local packages are linked, never staged
         (stage / "dbt_packages" / "dbt_utils").mkdir(parents=True)
-        (stage / "dbt_packages" / "team_utils").symlink_to(tmp_path / "utils")  # as dbt deps links a local one
         return ""
 
     first = prepare_packages(project, tmp_path / "cache", tmp_path / "a" / "dbt_packages", fake_deps)
@@ -84,7 +92,96 @@ def test_a_package_that_cannot_be_fetched_names_it_and_the_fix(tmp_path: Path) -
     assert not [p for p in (tmp_path / "cache").iterdir() if p.name.startswith(".stage")]
 
 
-def test_the_runner_finds_the_project_dir() -> None:
-    assert runner.project_dir_of(["parse", "--project-dir", "/x/y", "--target", "prod"]) == "/x/y"
-    assert runner.project_dir_of(["parse", "--project-dir=/z"]) == "/z"
-    assert runner.project_dir_of(["parse"]) is None
+def _nested(root: Path) -> Path:
+    """team -> local utils -> local base (declared by utils, relative to the root project
+    as dbt resolves it) and a git package declared by base."""
+    project = _project(root, LOCAL)
+    (root / "utils" / "packages.yml").write_text("packages:\n  - local: ../base\n")
+    (root / "base").mkdir()
+    (root / "base" / "dbt_project.yml").write_text("name: team_base\n")
+    (root / "base" / "packages.yml").write_text("packages:\n  - git: file:///srv/macros.git\n    revision: main\n")
+    return project
+
+
+def test_nested_local_packages_are_linked_and_what_they_fetch_is_staged(tmp_path: Path) -> None:
+    project = _nested(tmp_path)
+    spec = read_spec(project)
+    assert spec is not None
+    assert spec.local == {"team_utils": (tmp_path / "utils").resolve(), "team_base": (tmp_path / "base").resolve()}
+    assert spec.remote == ("file:///srv/macros.git main",)
+    staged: list[str] = []
+
+    def fake_deps(stage: Path) -> str:
+        staged.append((stage / "packages.yml").read_text())
+        assert "dbt_packages" in (stage / "dbt_project.yml").read_text()
+        (stage / "dbt_packages" / "macros").mkdir(parents=True)
+        (stage / "package-lock.yml").write_text("packages:\n  - git: file:///srv/macros.git\nsha1_hash: x\n")
+        return ""
+
+    dest = prepare_packages(project, tmp_path / "cache", tmp_path / "run" / "dbt_packages", fake_deps)
+    assert dest is not None and sorted(p.name for p in dest.iterdir()) == ["macros", "team_base", "team_utils"]
+    assert "local" not in staged[0] and "file:///srv/macros.git" in staged[0]  # only what is fetched
+    assert (tmp_path / "cache" / str(spec.key) / "package-lock.yml").is_file()  # the resolved lock is kept
+    # A change in a local package's own packages changes the key.
+    (tmp_path / "base" / "packages.yml").write_text("packages: []\n")
+    assert package_key(project) != spec.key
+
+
+def test_a_checkout_we_own_links_its_own_install_path_and_gets_the_lock(tmp_path: Path) -> None:
+    project = _nested(tmp_path)
+    (project / "dbt_project.yml").write_text("name: team\nprofile: team\npackages-install-path: vendor/pkgs\n")
+
+    def fake_deps(stage: Path) -> str:
+        (stage / "dbt_packages" / "macros").mkdir(parents=True)
+        (stage / "package-lock.yml").write_text("packages: []\nsha1_hash: resolved\n")
+        return ""
+
+    key = package_key(project)
+    dest = prepare_packages(project, tmp_path / "cache", tmp_path / "run" / "dbt_packages", fake_deps)
+    prepare_owned_checkout(project, dest, tmp_path / "cache")
+    link = project / "vendor" / "pkgs"
+    assert link.is_symlink() and sorted(p.name for p in link.iterdir()) == ["macros", "team_base", "team_utils"]
+    assert "sha1_hash: resolved" in (project / "package-lock.yml").read_text()
+    assert f"{STATE_FLAG}: true" in (project / "dbt_project.yml").read_text()
+    # Placing is idempotent and a committed lock is never replaced.
+    (project / "package-lock.yml").write_text("committed\n")
+    place_in_checkout(project, dest, tmp_path / "cache")
+    assert (project / "package-lock.yml").read_text() == "committed\n" and key
+
+
+def test_an_install_path_outside_the_project_or_templated_is_refused_with_the_fix(tmp_path: Path) -> None:
+    project = _project(tmp_path, LOCAL)
+    dest = prepare_packages(project, tmp_path / "cache", tmp_path / "run", lambda stage: "")
+    for setting in ("../elsewhere", "\"{{ env_var('X') }}\""):
+        (project / "dbt_project.yml").write_text(f"name: team\npackages-install-path: {setting}\n")
+        with pytest.raises(ConfigurationError, match="packages-install-path"):
+            place_in_checkout(project, dest, tmp_path / "cache")
+    # The documented line is left alone: dbt reads the variable we set.
+    (project / "dbt_project.yml").write_text(f"name: team\n{IN_PLACE_LINE}\n")
+    place_in_checkout(project, dest, tmp_path / "cache")
+    assert not (project / "dbt_packages").exists()
+
+
+def test_an_in_place_project_without_its_packages_is_told_the_line_to_add(tmp_path: Path) -> None:
+    project = _project(tmp_path, LOCAL)
+    dest = prepare_packages(project, tmp_path / "cache", tmp_path / "run", lambda stage: "")
+    with pytest.raises(ConfigurationError) as info:
+        check_in_place(project, dest)
+    assert IN_PLACE_LINE in str(info.value) and "team_utils" in str(info.value) and "dbt deps" in str(info.value)
+    (project / "dbt_project.yml").write_text(f"name: team\nprofile: team\n{IN_PLACE_LINE}\n")
+    check_in_place(project, dest)  # reads our variable
+    (project / "dbt_project.yml").write_text("name: team\nprofile: team\n")
+    (project / "dbt_packages" / "team_utils").mkdir(parents=True)
+    check_in_place(project, dest)  # installed by the user's own `dbt deps`
+    assert not list((project / "dbt_packages").glob("*.yml"))
+
+
+def test_the_state_flag_is_added_once_and_an_explicit_choice_is_kept() -> None:
+    added = with_state_flag("name: x  # ours\n")
+    assert added is not None and "# ours" in added and added.endswith(f"flags:\n  {STATE_FLAG}: true\n")
+    assert with_state_flag(added) is None
+    merged = with_state_flag("name: x\nflags:\n  send_anonymous_usage_stats: false\n")
+    assert merged is not None and "send_anonymous_usage_stats: false" in merged and f"{STATE_FLAG}: true" in merged
+    assert with_state_flag(f"name: x\nflags:\n  {STATE_FLAG}: false\n") is None
+    with pytest.raises(ConfigurationError):
+        with_state_flag("name: [x\n")
