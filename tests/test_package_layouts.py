@@ -131,3 +131,22 @@ def test_a_branch_changing_a_nested_package_selects_its_users(env: Env, tmp_path
     with env.settings.core().warehouse.connect(read_only=True) as conn:
         rows = conn.rows(f"select label from {conn.qualify((schema, 'codes'))} order by code")
         assert rows == [("B-x",), ("B-y",)]
+
+
+def test_a_branch_builds_the_same_with_every_guarded_internal_off(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DEFER_ORCH_INTERNALS=off (the escape hatch after an upgrade): dbt's and Dagster's own
+    code paths only, the same selection and the same relations."""
+    monkeypatch.setenv("DEFER_ORCH_INTERNALS", "off")  # this process and every dbt child
+    branch = "feature/internals-off"
+    model = f"{PROJECT}/models/code_count.sql"
+    push_branch(env.repo, branch, {model: (env.repo / model).read_text() + "-- off\n"}, tmp_path)
+    result = run_branch(env, branch)
+    metadata = step_metadata(result)
+    assert result.success, metadata.get("__failure__")
+    assert metadata["selected_nodes"] == ["model.acme.code_count"]
+    assert metadata["deferred_parents"] == {"model.acme.codes": '"warehouse"."prod"."codes"'}
+    run_dir = env.settings.core().run_dir(result.run_id)
+    stderr = "".join(p.read_text() for p in run_dir.rglob("session.stderr"))
+    assert "switched off (DEFER_ORCH_INTERNALS=off is set)" in stderr
