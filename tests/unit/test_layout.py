@@ -108,3 +108,38 @@ def test_importing_the_core_loads_no_dagster() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+# Modules that may touch a library's private code: each lists at its top what it touches
+# and the versions it was tested with, and falls back to the library's own path (README,
+# "Upgrades"). dbt's one public Python API is ``dbt.cli.main`` (dbtRunner).
+GUARDED = {
+    f"{PACKAGE}.dbt.internals",
+    *(f"{PACKAGE}.dagster_storage.{name}" for name in ("sqlite", "postgres", "durability", "instance", "step_context")),
+}
+PUBLIC_DBT = frozenset({"dbt.cli.main"})
+
+
+def _private(module: str) -> bool:
+    top = module.split(".")[0]
+    if top in DAGSTER or top == "dagster_postgres":
+        return any(part.startswith("_") for part in module.split(".")[1:])
+    return top == "dbt" and module not in PUBLIC_DBT
+
+
+def test_private_library_code_is_touched_only_in_guarded_modules() -> None:
+    modules = _modules()
+    offenders = {
+        name: sorted(m for m in _imports(path, modules) if _private(m))
+        for name, path in modules.items()
+        if name not in GUARDED
+    }
+    assert {name: found for name, found in offenders.items() if found} == {}
+    for name in GUARDED & set(modules):
+        head = (ast.get_docstring(ast.parse(modules[name].read_text(encoding="utf-8"))) or "").lower()
+        assert "tested" in head and "touches" in head or "guard" in head, f"{name} must say what it touches"
+
+
+def test_no_dbt_method_is_replaced_to_find_packages() -> None:
+    text = "\n".join(p.read_text(encoding="utf-8") for p in ROOT.rglob("*.py"))
+    assert "_get_project_directories" not in text and "read_project_flags" not in text
