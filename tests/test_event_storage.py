@@ -2,11 +2,12 @@
 own storages record, in fewer transactions, and lose nothing a run reported when the run
 is killed.
 
-Fast tests (no dbt) compare the rows with Dagster's stock storages for a small asset
-graph and count transactions; the ``dbt`` tests run ``prod_build_job`` on the bundled
-project on the repository's own instance configurations (``.dagster_home/dagster.yaml``
-for SQLite, ``deploy/postgres/dagster.yaml`` for PostgreSQL) and count events against the
-manifest, once to the end and once SIGKILLed half-way through its events.
+Fast tests (no dbt) count transactions and grouped batches (the rows are compared with
+Dagster's stock storages in ``test_event_storage_differential.py``); the ``dbt`` tests run
+``prod_build_job`` on the bundled project on the repository's own instance configurations
+(``.dagster_home/dagster.yaml`` for SQLite, ``deploy/postgres/dagster.yaml`` for
+PostgreSQL) and count events against the manifest, once to the end (also with
+``DEFER_ORCH_INTERNALS=off``) and once SIGKILLed half-way through its events.
 """
 
 from __future__ import annotations
@@ -44,14 +45,6 @@ SQLITE_YAML = REPO_ROOT / ".dagster_home" / "dagster.yaml"
 POSTGRES_YAML = REPO_ROOT / "deploy" / "postgres" / "dagster.yaml"
 KILLABLE_RUN = Path(__file__).resolve().parent / "killable_prod_run.py"
 STORAGES = ("sqlite", "postgres")
-# Tables the event log writes, and what of each row does not depend on ids and times.
-_TABLES = {
-    "event_logs": ("dagster_event_type", "asset_key", "step_key"),
-    "asset_keys": ("asset_key",),
-    "asset_event_tags": ("asset_key", "key"),
-    "asset_check_executions": ("asset_key", "check_name", "execution_status"),
-}
-
 
 @pytest.fixture(autouse=True)
 def _guard_decided_per_test() -> Iterator[None]:
@@ -99,35 +92,6 @@ def _home(tmp: Path, storage: str, request: pytest.FixtureRequest, *, stock: boo
             request.getfixturevalue("pg_server").drop_database(env["DAGSTER_PG_DB"])
 
 
-def _engine(instance: dg.DagsterInstance, run_id: str | None = None) -> sa.engine.Engine:
-    """An engine on the event log's tables: the index file (or the run's file) for SQLite,
-    the database for PostgreSQL."""
-    storage = instance.event_log_storage
-    if hasattr(storage, "conn_string_for_shard"):  # SQLite: a file per run and an index file
-        return sa.create_engine(storage.conn_string_for_shard(run_id or "index"))
-    return sa.create_engine(storage.postgres_url)
-
-
-def _table_rows(instance: dg.DagsterInstance, run_ids: list[str]) -> dict[str, collections.Counter]:
-    """The event-log tables' rows without ids and times, and each run's log by kind."""
-    engine = _engine(instance)
-    try:
-        with engine.connect() as conn:
-            rows = {
-                table: collections.Counter(
-                    tuple(row) for row in conn.execute(sa.text(f"select {', '.join(cols)} from {table}"))
-                )
-                for table, cols in _TABLES.items()
-            }
-    finally:
-        engine.dispose()
-    rows["run_logs"] = collections.Counter(
-        (i, r.dagster_event.event_type_value if r.dagster_event else "LOG_MESSAGE", r.step_key)
-        for i, run_id in enumerate(run_ids) for r in instance.all_logs(run_id)
-    )
-    return rows
-
-
 def _small_graph() -> list[Any]:
     """Two assets, a downstream one, a passing and a failing check, an observation."""
 
@@ -147,29 +111,8 @@ def _small_graph() -> list[Any]:
     return [upstream, pair]
 
 
-# Fast: the same rows as Dagster's storages, fewer transactions -------------------------------
-
-
-@pytest.mark.parametrize("storage", STORAGES)
-def test_batched_storage_writes_the_rows_dagsters_storage_writes(
-    storage: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
-    """Same job on the stock and on the batched storage: the same rows in every event-log table."""
-    rows = {}
-    for stock in (True, False):
-        with _home(tmp_path, storage, request, stock=stock) as (home, _), \
-                dg.DagsterInstance.from_config(str(home)) as instance:
-            assert (type(instance) is BatchedEventsInstance) is not stock
-            assert ("Batched" in type(instance.event_log_storage).__name__) is not stock
-            run_ids = []
-            for _ in range(2):  # a second run updates rows rather than inserting them
-                result = dg.materialize(_small_graph(), instance=instance)
-                assert result.success
-                run_ids.append(result.run_id)
-            rows[stock] = _table_rows(instance, run_ids)
-    assert rows[False] == rows[True]
-    assert rows[False]["asset_check_executions"][('["right"]', "bad", "FAILED")] == 2
-    assert sum(rows[False]["run_logs"].values()) > 40
+# Fast: fewer transactions (the same rows as Dagster's storages, table by table and scenario
+# by scenario: test_event_storage_differential.py) ------------------------------------------
 
 
 def _count_commits(engine_class: type = sa.engine.Engine) -> tuple[list[str], Any]:
