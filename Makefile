@@ -4,15 +4,22 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast dev dev-pg bench clean
+# The oldest versions pyproject.toml's pins allow (constraints/oldest.txt), in a second venv.
+OLDEST       := .venv-oldest
+OLDEST_BIN   := $(OLDEST)/bin
+OLDEST_STAMP := $(OLDEST)/.installed
+CHECK_PYTHON := @$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "defer-orchestration needs Python 3.11, found " + sys.version.split()[0]'
 
+.PHONY: install demo test test-fast test-oldest constraints-newest dev dev-pg bench clean
+
+## Exactly the versions the suite is tested on (constraints/newest.txt).
 install: $(STAMP)
 
-$(STAMP): pyproject.toml setup.cfg
-	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "defer-orchestration needs Python 3.11, found " + sys.version.split()[0]'
+$(STAMP): pyproject.toml setup.cfg constraints/newest.txt
+	$(CHECK_PYTHON)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev]" -c constraints/newest.txt
 	touch $(STAMP)
 
 ## End-to-end demo on the embedded DuckDB default (scratch copy under .defer_orchestration/demo).
@@ -30,6 +37,45 @@ test: install
 ## Everything that runs without dbt: seconds.
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not dbt"
+
+## The lowest supported versions (constraints/oldest.txt) in .venv-oldest: the fast tests,
+## then one dbt test per capability: production build, branch build, teardown, parse
+## template, packages. `make test` covers the newest; .ci/run runs both.
+OLDEST_DBT_TESTS := \
+	'tests/test_prod_build.py::test_prod_relations_and_row_counts' \
+	'tests/test_branch_ci.py::test_changed_intermediate_model_builds_it_and_its_descendants_only[duckdb]' \
+	'tests/test_branch_ci.py::test_teardown_drops_exactly_the_deleted_branchs_schema[duckdb]' \
+	'tests/test_parse_template.py::test_a_first_push_starts_from_the_template_and_parses_as_a_fresh_parse[duckdb]' \
+	'tests/test_package_layouts.py::test_a_branch_builds_with_every_package_layout'
+
+test-oldest: $(OLDEST_STAMP)
+	bash tests/ensure_postgres.sh
+	$(OLDEST_BIN)/python -m pytest -q -n 2 --dist loadfile -p no:cacheprovider -m "not dbt"
+	$(OLDEST_BIN)/python -m pytest -q -n 2 --dist loadfile -p no:cacheprovider $(OLDEST_DBT_TESTS)
+
+# Rebuilt from scratch when a pin or a constraint changes: nothing newer stays behind.
+$(OLDEST_STAMP): pyproject.toml setup.cfg constraints/oldest.txt
+	$(CHECK_PYTHON)
+	rm -rf $(OLDEST)
+	$(PYTHON) -m venv $(OLDEST)
+	$(OLDEST_BIN)/python -m pip install --quiet --upgrade pip
+	$(OLDEST_BIN)/python -m pip install --quiet -e ".[dev]" -c constraints/oldest.txt
+	$(OLDEST_BIN)/python -m pip check
+	touch $(OLDEST_STAMP)
+
+## Rewrite constraints/newest.txt with the newest versions the pins allow, resolved afresh
+## in a scratch venv (then: add the new dagster/dbt-core versions to the internals' tested
+## lists, `make install`, `make test`; see the file's header).
+constraints-newest:
+	$(CHECK_PYTHON)
+	rm -rf .venv-newest
+	$(PYTHON) -m venv .venv-newest
+	.venv-newest/bin/python -m pip install --quiet --upgrade pip
+	.venv-newest/bin/python -m pip install --quiet -e ".[dev]"
+	sed -n '/^#/p' constraints/newest.txt > constraints/newest.txt.tmp
+	.venv-newest/bin/python -m pip freeze --exclude-editable | grep -v '^#' >> constraints/newest.txt.tmp
+	mv constraints/newest.txt.tmp constraints/newest.txt
+	rm -rf .venv-newest
 
 ## The Dagster UI + daemon on a repo-local DAGSTER_HOME whose dagster.yaml limits the
 ## duckdb_warehouse pool to 1.
