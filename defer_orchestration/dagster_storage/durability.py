@@ -11,33 +11,36 @@ the lookups are Dagster's own, uncached.
 
 from __future__ import annotations
 
-from dagster._core.events import (
-    ASSET_CHECK_EVENTS,
-    ASSET_EVENTS,
-    EVENT_TYPE_TO_PIPELINE_RUN_STATUS,
-    DagsterEventType,
-)
-from dagster._core.events.log import EventLogEntry
+from typing import Any
+
+import dagster as dg
 
 from defer_orchestration.dagster_storage import guard
+
+try:
+    from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS, EVENT_TYPE_TO_PIPELINE_RUN_STATUS
+except ImportError:  # a Dagster that moved them is not a tested one: the guard is off, nothing here is asked
+    ASSET_CHECK_EVENTS = ASSET_EVENTS = EVENT_TYPE_TO_PIPELINE_RUN_STATUS = ()  # type: ignore[assignment]
 
 # A run's status changes and a step's end: after one of these is stored, everything the
 # run reported before it is on disk, whatever happens to the machine afterwards.
 DURABILITY_POINTS = frozenset(EVENT_TYPE_TO_PIPELINE_RUN_STATUS) | {
-    DagsterEventType.STEP_SUCCESS,
-    DagsterEventType.STEP_FAILURE,
-    DagsterEventType.RUN_DEQUEUED,
+    dg.DagsterEventType.STEP_SUCCESS,
+    dg.DagsterEventType.STEP_FAILURE,
+    dg.DagsterEventType.RUN_DEQUEUED,
 }
 
-_MIRRORED = frozenset(ASSET_EVENTS) | frozenset(ASSET_CHECK_EVENTS) | frozenset(EVENT_TYPE_TO_PIPELINE_RUN_STATUS)
+_MIRRORED: frozenset[Any] = (
+    frozenset(ASSET_EVENTS) | frozenset(ASSET_CHECK_EVENTS) | frozenset(EVENT_TYPE_TO_PIPELINE_RUN_STATUS)
+)
 
 
-def is_durability_point(event: EventLogEntry) -> bool:
+def is_durability_point(event: dg.EventLogEntry) -> bool:
     """A run status change or a step's end: written with a full flush to disk."""
     return event.dagster_event_type in DURABILITY_POINTS
 
 
-def mirrored_in_index(event: EventLogEntry) -> bool:
+def mirrored_in_index(event: dg.EventLogEntry) -> bool:
     """Events Dagster's SQLite storage also writes into the cross-run index file: asset
     events, check evaluations (planned and done) and run status changes."""
     return event.dagster_event_type in _MIRRORED

@@ -43,16 +43,19 @@ import threading
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from dagster import DagsterInstance
-from dagster._core.events import DagsterEventBatchMetadata
-from dagster._core.events.log import EventLogEntry
-from dagster._core.instance.ref import InstanceRef
-from dagster._serdes import ConfigurableClassData
+from dagster import DagsterInstance, EventLogEntry
 
 from defer_orchestration.dagster_storage import guard
+
+# Private names are imported where they are used, once the guard said yes (or, for
+# config_defaults with the guard off, from the module that calls it): a Dagster that moved
+# them is not a tested version, and this module must still load for the guard to fall back.
+if TYPE_CHECKING:
+    from dagster._core.events import DagsterEventBatchMetadata
+    from dagster._serdes import ConfigurableClassData
 from defer_orchestration.dagster_storage.durability import is_durability_point
 
 __all__ = ["DEFAULT_EVENT_BATCH_SIZE", "BatchedEventsInstance", "EventGroup", "grouped_events"]
@@ -77,6 +80,8 @@ class EventGroup:
     def flush(self) -> None:
         """Store what is held, as one batch (Dagster's own batch path: stored, then each
         event's subscribers and run bookkeeping, as for any event)."""
+        from dagster._core.events import DagsterEventBatchMetadata
+
         events, self.pending = self.pending, []
         batch_id = uuid.uuid4().hex
         for i, event in enumerate(events):
@@ -116,8 +121,12 @@ class BatchedEventsInstance(DagsterInstance):
     def config_defaults(base_dir: str) -> Mapping[str, ConfigurableClassData | None]:
         """Dagster's defaults, with the batched SQLite storage in the same directories
         (Dagster's defaults as they are when the guard is off)."""
+        from dagster._core.instance.ref import InstanceRef
+
         if not guard.active():
             return InstanceRef.config_defaults(base_dir)
+        from dagster._serdes import ConfigurableClassData
+
         defaults = dict(InstanceRef.config_defaults(base_dir))
         defaults["storage"] = ConfigurableClassData(
             _SQLITE, "DagsterSqliteBatchedStorage", yaml.dump({"base_dir": base_dir}, default_flow_style=False)

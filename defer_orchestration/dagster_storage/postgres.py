@@ -44,28 +44,32 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
 
-import dagster._check as check
 import sqlalchemy as db
-from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS
-from dagster._core.events.log import EventLogEntry
-from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
-from dagster._serdes import ConfigurableClassData
+from dagster import EventLogEntry
 from dagster_postgres import (
     DagsterPostgresStorage,
     PostgresEventLogStorage,
     PostgresRunStorage,
     PostgresScheduleStorage,
 )
-from dagster_postgres.event_log.event_log import CHANNEL_NAME
-from dagster_postgres.utils import (
-    create_pg_engine,
-    get_token_provider_from_config,
-    pg_url_from_config,
-    retry_pg_connection_fn,
-)
 from sqlalchemy.engine import Connection
 
 from defer_orchestration.dagster_storage import guard
+
+try:  # used only when the guard is on; a version that moved them is not a tested one
+    import dagster._check as check
+    from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS
+    from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
+    from dagster._serdes import ConfigurableClassData
+    from dagster_postgres.event_log.event_log import CHANNEL_NAME
+    from dagster_postgres.utils import (
+        create_pg_engine,
+        get_token_provider_from_config,
+        pg_url_from_config,
+        retry_pg_connection_fn,
+    )
+except ImportError:  # pragma: no cover (an untested Dagster: guard.active() is False)
+    pass
 from defer_orchestration.dagster_storage.durability import CachedSchemaLookups, is_durability_point
 
 __all__ = ["DagsterPostgresBatchedStorage", "PostgresBatchedEventLogStorage"]
@@ -113,8 +117,11 @@ class PostgresBatchedEventLogStorage(CachedSchemaLookups, PostgresEventLogStorag
     @classmethod
     def from_config_value(  # ty: ignore[invalid-method-override]
         cls, inst_data: ConfigurableClassData | None, config_value: Any
-    ) -> PostgresBatchedEventLogStorage:
-        """Built from ``dagster.yaml``, with dagster-postgres' own config schema."""
+    ) -> PostgresEventLogStorage:
+        """Built from ``dagster.yaml``, with dagster-postgres' own config schema; with the
+        guard off, dagster-postgres' own storage from the same config."""
+        if not guard.active():
+            return PostgresEventLogStorage.from_config_value(inst_data, config_value)
         return cls(inst_data=inst_data, **_connection_kwargs(config_value))
 
     # Connections ---------------------------------------------------------------------
@@ -260,6 +267,9 @@ class DagsterPostgresBatchedStorage(DagsterPostgresStorage):
     @classmethod
     def from_config_value(  # ty: ignore[invalid-method-override]
         cls, inst_data: ConfigurableClassData | None, config_value: Any
-    ) -> DagsterPostgresBatchedStorage:
-        """Built from ``dagster.yaml``, with dagster-postgres' own config schema."""
+    ) -> DagsterPostgresStorage:
+        """Built from ``dagster.yaml``, with dagster-postgres' own config schema; with the
+        guard off, dagster-postgres' own composite storage from the same config."""
+        if not guard.active():
+            return DagsterPostgresStorage.from_config_value(inst_data, config_value)
         return cls(inst_data=inst_data, **_connection_kwargs(config_value))
