@@ -202,8 +202,12 @@ class WarehouseConnection(ABC):
         )
 
     def registered_branch_schemas(self) -> dict[str, tuple[str, float]]:
-        """schema -> (branch, last_built_at) of every schema this system created."""
-        rows = self.rows(f"select schema_name, branch, last_built_at from {self._registry()}")
+        """schema -> (branch, last_built_at) of every schema this system created. Only
+        reads (a read-only connection works): no registry yet means none."""
+        if REGISTRY_TABLE not in self.list_relations(REGISTRY_SCHEMA):
+            return {}
+        table = self.qualify((REGISTRY_SCHEMA, REGISTRY_TABLE))
+        rows = self.rows(f"select schema_name, branch, last_built_at from {table}")
         return {str(schema): (str(branch), float(at)) for schema, branch, at in rows}
 
     def load_table(self, relation: Relation, columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]]) -> int:
