@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from defer_orchestration.cli.main import age, dagster_instance, emit, translated_errors, usage
+from defer_orchestration.cli.common import age, dagster_instance, emit, translated_errors, usage
 from defer_orchestration.lib.manifest_store import ARTIFACT_FILES, sha256_file
 
 

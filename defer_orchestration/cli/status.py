@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from defer_orchestration import constants as c
-from defer_orchestration.cli.main import (
+from defer_orchestration.cli.common import (
     age,
     branch_settings_from_environment,
     dagster_instance,
