@@ -40,6 +40,7 @@ PHASE_OF = {
     "read_artifacts": "read_artifacts",  # production's manifest and run results
     "isolate": "read_artifacts",  # (reported with it) waiting behind a production build; DuckDB's guard
     "preview": "dbt_ls",  # the session's `dbt ls` of the selection
+    "why_selected": "summary",  # (reported with it) why each selected node was selected
     "preflight": "preflight",  # pre-flight checks and incremental clones
     "build": "dbt_build",  # the session's `dbt build`
     "dbt_session_exit": "dbt_session_exit",  # dbt's process ends (releases the warehouse file)

@@ -95,6 +95,15 @@ def test_changed_intermediate_model_builds_it_and_its_descendants_only(prod_env,
     assert result.success
     schema = branch_schema_name(branch)
     metadata = _output_metadata(result)
+    # Why each node was selected: the edited model's body, the rest downstream of it.
+    changed = "model.shop.int_customers__order_history"
+    why = {entry["unique_id"]: entry["reasons"] for entry in metadata["why_selected"]}
+    assert set(why) == set(metadata["selected_nodes"])
+    assert [r["kind"] for r in why[changed]] == ["body"]
+    assert all(
+        reasons == [{"kind": "downstream", "detail": [changed]}] for uid, reasons in why.items() if uid != changed
+    )
+    assert "downstream of model.shop.int_customers__order_history" in metadata["summary"]
     statuses = {uid: r["status"] for uid, r in
                 ((r["unique_id"], r) for r in _branch_run_results(prod_env, result)["results"])}
     built_models = {uid.split(".")[-1] for uid in statuses if uid.startswith("model.")}
@@ -137,6 +146,8 @@ def test_new_model_is_built_alone(prod_env, tmp_path) -> None:
     assert result.success
     metadata = _output_metadata(result)
     assert metadata["selected_nodes"] == ["model.shop.big_spenders"]
+    [why] = metadata["why_selected"]
+    assert why["unique_id"] == "model.shop.big_spenders" and [r["kind"] for r in why["reasons"]] == ["new"]
     assert _branch_relations(prod_env, branch_schema_name(branch)) == {"big_spenders"}
     assert metadata["deferred_parents"] == {
         "model.shop.customers": '"warehouse"."prod"."customers"'

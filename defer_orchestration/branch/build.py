@@ -22,6 +22,7 @@ from typing import Any
 from defer_orchestration import constants as c
 from defer_orchestration.branch.checkout import branch_checkout, branch_dbt_paths, mirror_dir
 from defer_orchestration.branch.comparison import choose_comparison, parse_commit_manifest
+from defer_orchestration.branch.reasons import Reason, selection_reasons
 from defer_orchestration.branch.preflight import (
     branch_relations,
     dbt_version_message,
@@ -61,7 +62,7 @@ from defer_orchestration.warehouse.base import Warehouse
 # ``phase_seconds``), in order; a stage that did not run reports 0.0.
 PHASES = (
     "resolve_manifest", "git_mirror", "comparison", "checkout", "register_schema", "parse",
-    "read_artifacts", "isolate", "preview", "preflight", "build", "dbt_session_exit", "summary",
+    "read_artifacts", "isolate", "preview", "why_selected", "preflight", "build", "dbt_session_exit", "summary",
     "data_diff", "cleanup",
 )
 
@@ -220,6 +221,8 @@ def _build_checkout(
         branch_manifest = artifacts.load_json(paths.target_path / "manifest.json", what="branch manifest")
     commands.append(ls_run)
     log.info(f"selection preview: {len(selected)} nodes in {ls_run.seconds:.1f}s")
+    with phases.phase("why_selected"):
+        reasons, reasons_error = explain_selection(selected, branch_manifest, plan.state, prod_manifest, plan.published)
     warnings = [*([isolation_warning] if isolation_warning else []), *plan.warnings]
     if plan.published is not None:
         mismatch = dbt_version_message(plan.published.dbt_version, artifacts.dbt_version(branch_manifest))
@@ -287,8 +290,30 @@ def _build_checkout(
         dbt_seconds={"parse": parse_run.seconds, "ls": ls_run.seconds, "build": build.seconds if build else 0.0},
         dbt_output_tail=build.tail(40) if build else "", run_results=run_results,
         known_failures=frozenset(plan.published.failing_tests if plan.published else ()),
-        isolation=isolation,
+        isolation=isolation, reasons=reasons, reasons_error=reasons_error,
     )
+
+
+def explain_selection(
+    selected: list[str],
+    branch_manifest: dict[str, Any],
+    state: StateArgs,
+    prod_manifest: dict[str, Any],
+    published: PublishedManifest | None,
+) -> tuple[dict[str, list[Reason]], str | None]:
+    """Why ``state:modified+`` picked each node, against the manifest selection compared
+    with (the merge-base's or production's); an explanation that fails never fails the run."""
+    if not selected or state.compare_state is None:
+        return {}, None
+    try:
+        compared = (
+            prod_manifest
+            if published is not None and state.compare_state == published.path
+            else artifacts.load_json(state.compare_state / "manifest.json", what="comparison manifest")
+        )
+        return selection_reasons(compared, branch_manifest, selected), None
+    except Exception as exc:  # advisory, like the data diff
+        return {}, f"why-selected could not be computed: {type(exc).__name__}: {exc}"
 
 
 def _impact(

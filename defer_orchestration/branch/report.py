@@ -105,8 +105,23 @@ def _md_escape(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def to_markdown(summary: BranchBuildSummary, *, headline: str = "") -> str:
-    """A markdown report: headline, outcome table, per-node statuses, deferred parents."""
+def why(reasons: Sequence[Mapping[str, Any]]) -> str:
+    """One line for a person: ``config (materialized); downstream of model.shop.orders``."""
+    parts = []
+    for reason in reasons:
+        detail = list(reason.get("detail") or [])
+        kind = str(reason.get("kind"))
+        label = "downstream of" if kind == "downstream" else kind
+        shown = ", ".join(str(d) for d in detail[:3]) + (f" +{len(detail) - 3} more" if len(detail) > 3 else "")
+        parts.append(f"{label} {shown}" if kind == "downstream" and shown else f"{label} ({shown})" if shown else label)
+    return "; ".join(parts)
+
+
+def to_markdown(
+    summary: BranchBuildSummary, *, headline: str = "", reasons: Mapping[str, Sequence[Mapping[str, Any]]] | None = None
+) -> str:
+    """A markdown report: headline, outcome table, per-node statuses and why each was
+    selected, deferred parents."""
     c = summary.counts
     lines = [headline] if headline else []
     lines += [
@@ -119,12 +134,15 @@ def to_markdown(summary: BranchBuildSummary, *, headline: str = "") -> str:
         "",
         "**Nodes run in the branch**",
         "",
-        "| node | status |",
-        "|---|---|",
+        "| node | status | why selected |",
+        "|---|---|---|",
     ]
-    lines += [f"| `{_md_escape(uid)}` | {status} |" for uid, status in summary.statuses.items()]
+    lines += [
+        f"| `{_md_escape(uid)}` | {status} | {_md_escape(why((reasons or {}).get(uid, [])))} |"
+        for uid, status in summary.statuses.items()
+    ]
     if not summary.statuses:
-        lines.append("| (none: nothing selected) | |")
+        lines.append("| (none: nothing selected) | | |")
     lines += ["", "**Deferred to production**", "", "| parent | production relation | read by |"]
     lines.append("|---|---|---|")
     for parent in summary.deferred:
@@ -163,6 +181,9 @@ class BranchBuildReport:
     known_failures: frozenset[str] = frozenset()
     # What kept the branch's dbt code away from production (warehouse.isolation()).
     isolation: str = ""
+    # Why each selected node was selected (branch/reasons.py), and why not when that failed.
+    reasons: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
+    reasons_error: str | None = None
 
     @property
     def ok(self) -> bool:

@@ -21,6 +21,7 @@ from defer_orchestration import constants as c
 from defer_orchestration.branch.build import run_branch_build
 from defer_orchestration.branch.parse_template import make_parse_template
 from defer_orchestration.branch.report import BranchBuildReport, to_markdown
+from defer_orchestration.branch.reasons import selected_json
 from defer_orchestration.branch.request import BranchBuildRequest, OnMissingState
 from defer_orchestration.branch.retry import can_retry
 from defer_orchestration.branch.teardown import teardown
@@ -71,7 +72,8 @@ def report_metadata(report: BranchBuildReport) -> dict[str, dg.MetadataValue]:
     summary = report.summary
     counts = summary.counts
     metadata: dict[str, dg.MetadataValue] = {
-        "summary": dg.MetadataValue.md(to_markdown(summary, headline=report.headline())),
+        "summary": dg.MetadataValue.md(to_markdown(summary, headline=report.headline(), reasons=report.reasons)),
+        "why_selected": dg.MetadataValue.json(selected_json(report.reasons)),
         "branch": dg.MetadataValue.text(report.branch),
         "sha": dg.MetadataValue.text(report.sha),
         "schema": dg.MetadataValue.text(report.schema),
@@ -101,6 +103,8 @@ def report_metadata(report: BranchBuildReport) -> dict[str, dg.MetadataValue]:
             )
     elif report.diff_error:
         metadata["impact_headline"] = dg.MetadataValue.text(report.diff_error)
+    if report.reasons_error:
+        metadata["why_selected_error"] = dg.MetadataValue.text(report.reasons_error)
     if report.manifest is not None:
         metadata["manifest_version"] = dg.MetadataValue.text(report.manifest.version)
         metadata["manifest_sha256"] = dg.MetadataValue.text(report.manifest.manifest_sha256)
