@@ -403,8 +403,8 @@ def test_with_internals_off_the_instance_stores_events_as_dagster_does(
     monkeypatch.setenv(internals.ENV_SWITCH, "off")
     monkeypatch.delenv("DAGSTER_EVENT_BATCH_SIZE", raising=False)
     caplog.set_level(logging.WARNING, logger=INTERNALS_LOGGER)
-    # Off, the storage classes are Dagster's own (asserted): two scenarios show the rows agree.
-    _run_everywhere(tmp_path, storage, request, ["blocking_check_failure", "partitioned_asset"], ours_type=_stock_storage)
+    # Off, the storage classes are Dagster's own (asserted): one scenario shows the rows agree.
+    _run_everywhere(tmp_path, storage, request, ["blocking_check_failure"], ours_type=_stock_storage)
     [line] = _switched_off_lines(caplog)
     assert "DEFER_ORCH_INTERNALS=off" in line and "_get_event_batch_size" in line
 
