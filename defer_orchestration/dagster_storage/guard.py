@@ -17,9 +17,10 @@ function takes Dagster's own path (stock storages, stock batching, stock step ev
 
 from __future__ import annotations
 
+import os
 import threading
 
-from defer_orchestration.lib.internals import Internal, enabled
+from defer_orchestration.lib.internals import ENV_SWITCH, Internal, enabled
 
 __all__ = ["DAGSTER_INTERNALS", "active", "forget_decision"]
 
@@ -39,20 +40,26 @@ DAGSTER_INTERNALS = Internal(
     ),
 )
 
-_decision: bool | None = None
+# (the DEFER_ORCH_INTERNALS value it was made under, the decision)
+_decision: tuple[str | None, bool] | None = None
 _lock = threading.Lock()
 
 
 def active() -> bool:
     """Whether the guarded Dagster internals are used in this process: decided (and, when
     not, logged) on the first call, then the same answer for the life of the process, so a
-    storage, the instance and the step never disagree halfway through a run."""
+    storage, the instance and the step never disagree halfway through a run. (Decided
+    again only if ``DEFER_ORCH_INTERNALS`` itself changes, which a deployed process never
+    sees and a test that sets it does.)"""
     global _decision
-    if _decision is None:
+    switch = os.environ.get(ENV_SWITCH)
+    decided = _decision
+    if decided is None or decided[0] != switch:
         with _lock:
-            if _decision is None:
-                _decision = enabled(DAGSTER_INTERNALS)
-    return _decision
+            decided = _decision
+            if decided is None or decided[0] != switch:
+                decided = _decision = (switch, enabled(DAGSTER_INTERNALS))
+    return decided[1]
 
 
 def forget_decision() -> None:
