@@ -52,7 +52,9 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, TypedDict, cast
 
-ReasonKind = Literal["new", "body", "config", "macro", "contract", "seed", "var", "downstream", "other"]
+ReasonKind = Literal[
+    "new", "body", "config", "macro", "contract", "seed", "var", "downstream", "other"
+]
 
 #: The kinds in the order a reader meets them (the order of :func:`group_by_kind`).
 REASON_KINDS: tuple[ReasonKind, ...] = (
@@ -61,7 +63,9 @@ REASON_KINDS: tuple[ReasonKind, ...] = (
 
 # Kinds that make a node modified in dbt's sense, so its descendants are "downstream":
 # a var change is not one (dbt does not select on it), nor the no-reason explanation.
-_MODIFYING: frozenset[str] = frozenset({"new", "body", "seed", "config", "macro", "contract", "other"})
+_MODIFYING: frozenset[str] = frozenset(
+    {"new", "body", "seed", "config", "macro", "contract", "other"}
+)
 
 # NodeAndTestConfig fields declared ``CompareBehavior.Exclude``: never a config change.
 _NOT_COMPARED_CONFIG = frozenset({"tags", "group", "alias", "schema", "database"})
@@ -111,7 +115,9 @@ def _resource(manifest: Mapping[str, Any], unique_id: str) -> Mapping[str, Any] 
     return None
 
 
-def _differing_keys(new: Mapping[str, Any], old: Mapping[str, Any], keys: Iterable[str]) -> list[str]:
+def _differing_keys(
+    new: Mapping[str, Any], old: Mapping[str, Any], keys: Iterable[str]
+) -> list[str]:
     """Keys present on one side only or with unequal values (dbt's ``compare_key``)."""
     return sorted({k for k in keys if (k in new) != (k in old) or new.get(k) != old.get(k)})
 
@@ -137,8 +143,8 @@ def _config_keys(new: Mapping[str, Any], old: Mapping[str, Any]) -> list[str]:
 
 def _source_config_keys(new: Mapping[str, Any], old: Mapping[str, Any]) -> list[str]:
     """``SourceDefinition.same_contents`` without the fqn: relation, config, quoting, freshness."""
-    keys = set(_differing_keys(new.get("unrendered_config") or {}, old.get("unrendered_config") or {},
-                               set(new.get("unrendered_config") or {}) | set(old.get("unrendered_config") or {})))
+    mine, theirs = new.get("unrendered_config") or {}, old.get("unrendered_config") or {}
+    keys = set(_differing_keys(mine, theirs, set(mine) | set(theirs)))
     # Which of rendered or unrendered database/schema dbt compares depends on a flag the
     # manifest does not record; the unrendered values are the ones that mean a code change.
     for key in ("database", "schema"):
@@ -295,7 +301,8 @@ def _direct_reasons(
     if new.get("fqn") is not None and new.get("fqn") != old.get("fqn") and (
         kind in _PARSED_KINDS or kind == "source"
     ):
-        other.append(f"fqn {'.'.join(map(str, old.get('fqn') or []))} → {'.'.join(map(str, new['fqn']))}")
+        was, now = ".".join(map(str, old.get("fqn") or [])), ".".join(map(str, new["fqn"]))
+        other.append(f"fqn {was} → {now}")
     if kind == "model":  # ModelNode.same_ref_representation
         for key in ("latest_version", "access", "deprecation_date"):
             if new.get(key) != old.get(key):
@@ -402,7 +409,7 @@ def selection_reasons(
     scope = _ancestors(new_manifest, order)
     direct = {uid: _direct_reasons(uid, old_manifest, new_manifest, changed_macros, vars_pair)
               for uid in scope}
-    modified = {uid for uid, reasons in direct.items() if any(r["kind"] in _MODIFYING for r in reasons)}
+    modified = {uid for uid, rs in direct.items() if any(r["kind"] in _MODIFYING for r in rs)}
     upstream = _modified_ancestors(new_manifest, order, modified)
     out: dict[str, list[Reason]] = {}
     for uid in order:
