@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -117,3 +118,77 @@ def test_an_unknown_command_or_option_is_a_usage_error() -> None:
     assert done.returncode == 2 and "No such option" in done.stderr
     helped = defer_orch("--help", env=dict(os.environ))
     assert helped.returncode == 0 and "state" in helped.stdout and "status" in helped.stdout
+
+
+def _kinds(document: dict) -> dict[str, dict[str, list]]:
+    return {e["unique_id"]: {r["kind"]: r["detail"] for r in e["reasons"]} for e in document["selected"]}
+
+
+def test_preview_explains_each_selected_node_and_writes_nothing(prod_env, tmp_path: Path) -> None:
+    """Branches that each change exactly one thing: a config key, a macro used by several
+    models, a seed's rows."""
+    yml = "dbt_project/models/marts/payment_method_summary.yml"
+    macro = "dbt_project/macros/cents_to_dollars.sql"
+    seed = "dbt_project/seeds/country_codes.csv"
+    read = lambda path: (prod_env.repo / path).read_text()  # noqa: E731
+    branches = {
+        "preview/config": {yml: read(yml).replace(
+            "  - name: payment_method_summary\n", "  - name: payment_method_summary\n    config:\n      materialized: view\n"
+        )},
+        "preview/macro": {macro: read(macro).replace("100.0", "100.00")},
+        "preview/seed": {seed: read(seed) + "ZZ,Nowhere,EMEA\n"},
+    }
+    for branch, edits in branches.items():
+        push_branch(prod_env.repo, branch, edits, tmp_path)
+    env = cli_env(prod_env)
+    relations_before = _branch_files(prod_env)
+    try:
+        found = {}
+        for branch in branches:
+            done = defer_orch("preview", "--branch", branch, "--json", env=env)
+            assert done.returncode == 0, done.stderr
+            assert "previewing branch" in done.stderr  # the progress line
+            found[branch] = json.loads(done.stdout)
+    finally:
+        for branch in branches:
+            delete_branch(prod_env.repo, branch)
+    config = _kinds(found["preview/config"])
+    assert config["model.shop.payment_method_summary"] == {"config": ["materialized"]}
+    macro_users = {uid for uid, kinds in _kinds(found["preview/macro"]).items() if "macro" in kinds}
+    assert {"model.shop.stg_raw__orders", "model.shop.stg_raw__payments"} <= macro_users
+    assert all(kinds["macro"] == ["macro.shop.cents_to_dollars"] for uid, kinds in _kinds(found["preview/macro"]).items() if uid in macro_users)
+    seeded = _kinds(found["preview/seed"])
+    assert "seed" in seeded["seed.shop.country_codes"]
+    assert all("downstream" in kinds for uid, kinds in seeded.items() if uid != "seed.shop.country_codes" and uid.startswith("model."))
+    document = found["preview/config"]
+    assert document["preflight"]["checked"] and document["preflight"]["ok"]
+    assert all(p["relation"] and '"prod"' in p["relation"] for p in document["deferred"])
+    assert _branch_files(prod_env) == relations_before  # no branch schema was created
+
+
+def _branch_files(prod_env) -> set[str]:
+    with prod_env.settings.core().warehouse.connect(read_only=True) as conn:
+        return set(conn.list_schemas())
+
+
+def test_preview_of_the_working_copy_includes_uncommitted_edits(prod_env, tmp_path: Path) -> None:
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(prod_env.repo), str(clone)], check=True)
+    model = clone / "dbt_project/models/marts/payment_method_summary.sql"
+    model.write_text(model.read_text() + "\n-- editing\n")
+    subprocess.run(["git", "checkout", "-q", "-b", "ada/payments"], cwd=clone, check=True)
+    done = defer_orch("preview", "--project-dir", str(clone / "dbt_project"), env=cli_env(prod_env))
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"model\.shop\.payment_method_summary +body", done.stdout), done.stdout
+    assert "uncommitted changes" in done.stdout and "br_ada_payments_" in done.stdout
+    assert "pre-flight: ok" in done.stdout
+    assert not (clone / "dbt_project" / "target").exists()  # nothing written into the working copy
+    assert subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True).stdout.strip() == (
+        "M dbt_project/models/marts/payment_method_summary.sql"
+    )
+
+
+def test_preview_of_a_missing_branch_is_one_line(prod_env) -> None:
+    done = defer_orch("preview", "--branch", "no/such-branch", env=cli_env(prod_env))
+    assert done.returncode == 2 and "no/such-branch" in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 2  # the progress line, then the error

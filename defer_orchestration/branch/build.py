@@ -116,7 +116,7 @@ def run_branch_build(
             sha = git.resolve_commit(mirror, (retry.sha if retry else "") or request.sha or f"refs/heads/{request.branch}")
         log.info(f"branch {request.branch!r} at {sha} builds into schema {schema}")
         with phases.phase("comparison"):
-            plan = _plan(request, settings, repo, mirror, sha, retry, published, clock, published_for_commit)
+            plan = plan_states(request, settings, repo, mirror, sha, retry, published, clock, published_for_commit)
         commands += [plan.parse] if plan.parse else []
         with phases.phase("checkout"), branch_checkout(settings, mirror, schema, sha, run_id) as (checkout, stable):
             with ExitStack() as held:
@@ -134,7 +134,7 @@ def run_branch_build(
     return report
 
 
-def _plan(
+def plan_states(
     request: BranchBuildRequest,
     settings: Settings,
     repo: RepoSettings,
@@ -191,7 +191,7 @@ def _build_checkout(
     branch's isolation is entered into ``held`` (left by the caller after the report)."""
     where = f"commit {plan.sha[:12]} of branch {request.branch!r}"
     with phases.phase("read_artifacts"):
-        prod_manifest = _load_or_empty(plan.published, "manifest.json")
+        prod_manifest = load_published(plan.published, "manifest.json")
     production_schemas = artifacts.relation_schemas(prod_manifest)
     paths = branch_dbt_paths(
         settings, repo, checkout, run_dir, schema, where=where, vars=plan.vars, production_schemas=production_schemas
@@ -210,14 +210,14 @@ def _build_checkout(
         settings.warehouse.register_branch_schemas(schema, [schema], branch=request.branch, sha=plan.sha, now=clock())
     with phases.phase("read_artifacts"):
         write_state(run_dir, sha=plan.sha, state=plan.state, exclude=plan.exclude, vars=plan.vars)
-        prod_results = _load_or_empty(plan.published, "run_results.json")
+        prod_results = load_published(plan.published, "run_results.json")
     isolation_warning = settings.warehouse.isolation_warning()
     with phases.phase("parse"):
         parse_run, partial_parse = parsing.finish()
     commands.append(parse_run)
     log.info(f"parsed in {parse_run.seconds:.1f}s (previous parse: {partial_parse})")
     with phases.phase("preview"):
-        selected, ls_run = _preview(dbt, paths, plan.select, plan.exclude, plan.state)
+        selected, ls_run = list_selected(dbt, paths, plan.select, plan.exclude, plan.state)
         branch_manifest = artifacts.load_json(paths.target_path / "manifest.json", what="branch manifest")
     commands.append(ls_run)
     log.info(f"selection preview: {len(selected)} nodes in {ls_run.seconds:.1f}s")
@@ -400,7 +400,7 @@ def _start_parse(dbt: DbtSession, paths: DbtPaths, home: Path, schema: str, *, r
     return _Parsing(pending, cache, seeded, keep=reuse)
 
 
-def _preview(
+def list_selected(
     dbt: DbtSession, paths: DbtPaths, select: str, exclude: str, state: StateArgs
 ) -> tuple[list[str], DbtRun]:
     """``dbt ls`` of the selection: what the build will run, recorded before running it."""
@@ -414,7 +414,7 @@ def _preview(
     return sorted(o["unique_id"] for o in found if o.get("resource_type") not in artifacts.NOT_RUN_TYPES), run
 
 
-def _load_or_empty(published: PublishedManifest | None, name: str) -> dict[str, Any]:
+def load_published(published: PublishedManifest | None, name: str) -> dict[str, Any]:
     if published is None:
         return {}
     return artifacts.load_json(published.path / name, what=f"production {name}")
