@@ -30,6 +30,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 from helpers import fast_dir, repo_with_bundled_project
+from dagster_internals import INTERNALS_TESTED, SKIP_REASON, needs_internals
 
 from defer_orchestration import constants as c
 from defer_orchestration.dagster_storage import durability, guard
@@ -160,6 +161,7 @@ def _spy_on_batches(instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatc
     return batches
 
 
+@needs_internals
 @pytest.mark.parametrize("storage", STORAGES)
 def test_a_batch_is_one_transaction_per_file(storage: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """50 materializations in one ``store_event_batch``: one commit in the run's file and one
@@ -179,6 +181,7 @@ def test_a_batch_is_one_transaction_per_file(storage: str, tmp_path: Path, reque
         assert len(instance.get_asset_keys()) == 50
 
 
+@needs_internals
 def test_postgres_writes_survive_the_server_dropping_the_writing_connection(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -207,6 +210,7 @@ def test_postgres_writes_survive_the_server_dropping_the_writing_connection(
         assert counts == {"asset_0": 1, "asset_1": 1, "asset_2": 1}
 
 
+@needs_internals
 def test_sqlite_commits_skip_the_fsync_except_at_durability_points(tmp_path: Path) -> None:
     """WAL files: ``synchronous=NORMAL`` (1) for ordinary batches, ``FULL`` (2) for durability points."""
     storage = SqliteBatchedEventLogStorage(str(tmp_path))
@@ -225,6 +229,7 @@ def test_sqlite_commits_skip_the_fsync_except_at_durability_points(tmp_path: Pat
         assert kind not in durability.DURABILITY_POINTS
 
 
+@needs_internals
 def test_the_instance_hands_planned_events_to_the_storage_as_batches(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
@@ -295,6 +300,8 @@ def test_prod_build_records_each_node_once(
     from defer_orchestration.defs.manifest_resolution import latest_published_manifest
     from defer_orchestration.resources import DeferOrchSettings
 
+    if switch == "on" and not INTERNALS_TESTED:
+        pytest.skip(SKIP_REASON)
     if switch == "off":
         monkeypatch.setenv(internals.ENV_SWITCH, "off")
     with fast_dir("event_storage") as fast, _home(fast, storage, request) as (home, _), \
@@ -445,6 +452,7 @@ def test_a_killed_prod_run_loses_nothing_it_reported(
     shutil.rmtree(tmp_path / "repo", ignore_errors=True)
 
 
+@needs_internals
 def test_the_dbt_step_computes_its_output_asset_keys_once() -> None:
     """The dbt step's context answers Dagster's per-output ordering check from one
     computation (Dagster recomputes it per asset output: quadratic in a dbt step), and the
@@ -472,6 +480,7 @@ def test_the_dbt_step_computes_its_output_asset_keys_once() -> None:
     assert seen["cached"] == seen["dagster"] and seen["same_object"]
 
 
+@needs_internals
 @pytest.mark.parametrize("can_subset", [True, False])
 def test_dbt_test_results_evaluate_as_dagsters_check_results_do(can_subset: bool) -> None:
     """``DbtTestResult`` (no per-result resolution against every check of the step) makes
@@ -554,6 +563,7 @@ def _log_entry(run_id: str, kind: Any = None, step_key: str = "s") -> Any:
     )
 
 
+@needs_internals
 def test_grouped_events_are_stored_in_batches_at_flushes_durability_points_reads_and_the_end(
     tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -30,6 +30,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 from dagster._core.storage.event_log.schema import SqlEventLogStorageMetadata
+from dagster_internals import needs_internals
 
 from defer_orchestration.dagster_storage import guard
 from defer_orchestration.dagster_storage.instance import BatchedEventsInstance
@@ -358,6 +359,7 @@ def _stock_storage(instance: dg.DagsterInstance) -> None:
 # Tests --------------------------------------------------------------------------------------
 
 
+@needs_internals
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 @pytest.mark.parametrize("storage", STORAGES)
 def test_batched_storage_writes_every_table_as_dagster_does(
@@ -482,6 +484,7 @@ def _materialization_data(key: str) -> Any:
     return StepMaterializationData(dg.AssetMaterialization(key))
 
 
+@needs_internals
 def test_the_comparison_catches_a_write_the_batched_path_drops(
     tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:

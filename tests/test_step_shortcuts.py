@@ -16,6 +16,7 @@ from typing import Any
 
 import dagster as dg
 import pytest
+from dagster_internals import needs_internals
 
 from defer_orchestration.dagster_storage import guard
 from defer_orchestration.dagster_storage import step_context as shortcuts
@@ -94,6 +95,7 @@ DAGSTERS_PATH = {
 }
 
 
+@needs_internals
 def test_the_shortcuts_record_what_dagster_records_without_the_empty_check_output(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -125,6 +127,7 @@ def test_with_internals_off_the_step_takes_dagsters_path(monkeypatch: pytest.Mon
         assert _record(instance) == DAGSTERS_PATH
 
 
+@needs_internals
 @pytest.mark.parametrize("internal", ["_fetch_versions", "_check_spec"])
 def test_an_internal_that_raises_falls_back_to_dagsters_path(internal: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """As if Dagster had changed the signature of what the shortcut calls: the step still
