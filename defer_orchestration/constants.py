@@ -38,6 +38,9 @@ PROD_TARGET = "prod"
 BRANCH_TARGET = "branch"
 PROD_SCHEMA = "prod"
 
+# The branch step's metadata entry holding the pull-request report (branch/pr_report.py).
+PR_REPORT_METADATA = "pr_report"
+
 # Run tags.
 BRANCH_TAG = "defer_orchestration/branch"
 SHA_TAG = "defer_orchestration/sha"

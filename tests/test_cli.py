@@ -109,6 +109,16 @@ def test_status_lists_production_each_watched_branch_and_the_ttl_sweep(prod_env,
         assert entry["schema"] in {d["schema"] for d in document["ttl_due"]}
         text = defer_orch("status", env=cli_env(prod_env))
         assert text.returncode == 0 and branch in text.stdout and "production" in text.stdout
+        # The pull-request body of that run, as a CI step would post it.
+        body = defer_orch("report", result.run_id, env=cli_env(prod_env))
+        assert body.returncode == 0, body.stderr
+        assert "```mermaid" in body.stdout and "model.shop.payment_method_summary" in body.stdout
+        assert len(body.stdout) < 65_000
+        data = json.loads(defer_orch("report", result.run_id, "--format", "json", env=cli_env(prod_env)).stdout)
+        assert {e["unique_id"] for e in data["selected"]} >= {"model.shop.payment_method_summary"}
+        assert all({"kind", "detail"} <= set(r) for e in data["selected"] for r in e["reasons"])
+        missing = defer_orch("report", "00000000-0000-0000-0000-000000000000", env=cli_env(prod_env))
+        assert missing.returncode == 2 and "no run" in missing.stderr
     finally:
         delete_branch(prod_env.repo, branch)
 

@@ -290,7 +290,7 @@ def _build_checkout(
         dbt_seconds={"parse": parse_run.seconds, "ls": ls_run.seconds, "build": build.seconds if build else 0.0},
         dbt_output_tail=build.tail(40) if build else "", run_results=run_results,
         known_failures=frozenset(plan.published.failing_tests if plan.published else ()),
-        isolation=isolation, reasons=reasons, reasons_error=reasons_error,
+        isolation=isolation, reasons=reasons, reasons_error=reasons_error, branch_manifest=branch_manifest,
     )
 
 

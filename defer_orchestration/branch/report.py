@@ -184,6 +184,8 @@ class BranchBuildReport:
     # Why each selected node was selected (branch/reasons.py), and why not when that failed.
     reasons: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
     reasons_error: str | None = None
+    # The branch's parse (lineage of the pull-request report); not shown, not stored.
+    branch_manifest: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def ok(self) -> bool:

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from defer_orchestration.cli import preview, state, status
+from defer_orchestration.cli import preview, report, state, status
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -26,6 +26,7 @@ def cli() -> None:
 
 
 cli.add_command(preview.preview)
+cli.add_command(report.report)
 cli.add_command(state.state)
 cli.add_command(status.status)
 

@@ -21,6 +21,7 @@ from defer_orchestration import constants as c
 from defer_orchestration.branch.build import run_branch_build
 from defer_orchestration.branch.parse_template import make_parse_template
 from defer_orchestration.branch.report import BranchBuildReport, to_markdown
+from defer_orchestration.branch.pr_report import build_pr_report, report_json
 from defer_orchestration.branch.reasons import selected_json
 from defer_orchestration.branch.request import BranchBuildRequest, OnMissingState
 from defer_orchestration.branch.retry import can_retry
@@ -105,6 +106,9 @@ def report_metadata(report: BranchBuildReport) -> dict[str, dg.MetadataValue]:
         metadata["impact_headline"] = dg.MetadataValue.text(report.diff_error)
     if report.reasons_error:
         metadata["why_selected_error"] = dg.MetadataValue.text(report.reasons_error)
+    # The pull-request body's data (`defer-orch report RUN_ID` renders it).
+    pr = build_pr_report(report, reasons=report.reasons, branch_manifest=report.branch_manifest)
+    metadata[c.PR_REPORT_METADATA] = dg.MetadataValue.json(report_json(pr))
     if report.manifest is not None:
         metadata["manifest_version"] = dg.MetadataValue.text(report.manifest.version)
         metadata["manifest_sha256"] = dg.MetadataValue.text(report.manifest.manifest_sha256)
