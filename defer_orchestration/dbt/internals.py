@@ -36,7 +36,8 @@ from typing import Any
 from defer_orchestration.dbt import parse_cache
 from defer_orchestration.lib.internals import Internal, enabled, why_off
 
-TESTED_DBT_CORE = ("1.11.16",)
+# The versions of constraints/oldest.txt and constraints/newest.txt.
+TESTED_DBT_CORE = ("1.11.2", "1.11.16")
 
 PARSE_TEMPLATE = Internal(
     "the parse template (a branch's first parse starting from production's)",
