@@ -30,6 +30,7 @@ from helpers import commit_all, git, init_repo
 
 from defer_orchestration import constants as c
 from defer_orchestration.branch.comparison import commit_manifest_cache, store_commit_manifest
+from defer_orchestration.dbt.packages import IN_PLACE_LINE
 from defer_orchestration.dbt.project import prepare_manifest
 from defer_orchestration.defs.assets import prod_dbt, spec_cache
 from defer_orchestration.defs.assets.dbt_translator import build_with_dagster_dbt
@@ -56,6 +57,10 @@ def _team_project(root: Path) -> Path:
     """The team fixture with its local package (the git one is the team tests' own)."""
     shutil.copytree(FIXTURES / "team_project", root / "team_project", ignore=shutil.ignore_patterns("README.md"))
     shutil.copytree(FIXTURES / "team_utils", root / "team_utils")
+    # Used in place (no git): the one line the README tells such a project to add, so dbt
+    # reads the packages we prepare outside it.
+    with open(root / "team_project" / "dbt_project.yml", "a", encoding="utf-8") as project_file:
+        project_file.write(f"\n{IN_PLACE_LINE}\n")
     return root / "team_project"
 
 

@@ -87,8 +87,19 @@ def render(document: dict[str, Any]) -> str:
         "",
         f"{len(selected)} node(s) selected:" if selected else "nothing selected: the build would run no node",
     ]
-    width = max((len(entry["unique_id"]) for entry in selected), default=0)
-    lines += [f"  {entry['unique_id']:<{width}}  {why(entry['reasons'])}" for entry in selected]
+    # Models, seeds and snapshots one a line; tests counted per reason (there are many).
+    nodes = [e for e in selected if not e["unique_id"].startswith(("test.", "unit_test."))]
+    width = max((len(entry["unique_id"]) for entry in nodes), default=0)
+    lines += [f"  {entry['unique_id']:<{width}}  {why(entry['reasons'])}" for entry in nodes]
+    tests: dict[str, int] = {}
+    for entry in selected:
+        if entry not in nodes:
+            kinds = ", ".join(dict.fromkeys(str(r["kind"]) for r in entry["reasons"]))
+            tests[kinds] = tests.get(kinds, 0) + 1
+    lines += [
+        f"  + {count} test(s): {'downstream of the nodes above' if kinds == 'downstream' else kinds}"
+        for kinds, count in tests.items()
+    ]
     deferred = document["deferred"]
     if deferred:
         lines += ["", f"{len(deferred)} parent(s) read from production:"]

@@ -130,6 +130,20 @@ def main() -> int:
         print("expected exactly one run request")
         return 1
 
+    _say(f"3b. what a developer or reviewer sees first: defer-orch preview --branch {FEATURE_BRANCH}")
+    cli_env = {
+        **os.environ, "DAGSTER_HOME": str(root / "dagster_home"), "DEFER_ORCH_HOME": settings.home,
+        "DEFER_ORCH_DBT_PROJECT_DIR": settings.dbt_project_dir, "DEFER_ORCH_RAW_SCALE": str(DEMO_RAW_SCALE),
+    }
+    preview = subprocess.run(
+        [sys.executable, "-m", "defer_orchestration.cli.main", "preview", "--branch", FEATURE_BRANCH],
+        env=cli_env, capture_output=True, text=True, check=False,
+    )
+    print(preview.stdout.rstrip() or preview.stderr.rstrip())
+    if preview.returncode != 0:
+        print("defer-orch preview failed")
+        return 1
+
     _say("4. branch_ci_job: slim build deferring to prod")
     started = time.monotonic()
     slim = _run(defs, instance, c.BRANCH_CI_JOB, tick.run_requests[0])
