@@ -135,45 +135,39 @@ def _kinds(document: dict) -> dict[str, dict[str, list]]:
 
 
 def test_preview_explains_each_selected_node_and_writes_nothing(prod_env, tmp_path: Path) -> None:
-    """Branches that each change exactly one thing: a config key, a macro used by several
-    models, a seed's rows."""
+    """One branch changing three unrelated things, each node's own reason named apart: a
+    config key of one model, a macro used by several models, a seed's rows."""
     yml = "dbt_project/models/marts/payment_method_summary.yml"
     macro = "dbt_project/macros/cents_to_dollars.sql"
     seed = "dbt_project/seeds/country_codes.csv"
     read = lambda path: (prod_env.repo / path).read_text()  # noqa: E731
-    branches = {
-        "preview/config": {yml: read(yml).replace(
+    branch = "preview/three-changes"
+    push_branch(prod_env.repo, branch, {
+        yml: read(yml).replace(
             "  - name: payment_method_summary\n", "  - name: payment_method_summary\n    config:\n      materialized: view\n"
-        )},
-        "preview/macro": {macro: read(macro).replace("100.0", "100.00")},
-        "preview/seed": {seed: read(seed) + "ZZ,Nowhere,EMEA\n"},
-    }
-    for branch, edits in branches.items():
-        push_branch(prod_env.repo, branch, edits, tmp_path)
-    env = cli_env(prod_env)
-    relations_before = _branch_files(prod_env)
+        ),
+        macro: read(macro).replace("100.0", "100.00"),
+        seed: read(seed) + "ZZ,Nowhere,EMEA\n",
+    }, tmp_path)
+    schemas_before = _branch_files(prod_env)
     try:
-        found = {}
-        for branch in branches:
-            done = defer_orch("preview", "--branch", branch, "--json", env=env)
-            assert done.returncode == 0, done.stderr
-            assert "previewing branch" in done.stderr  # the progress line
-            found[branch] = json.loads(done.stdout)
+        done = defer_orch("preview", "--branch", branch, "--json", env=cli_env(prod_env))
     finally:
-        for branch in branches:
-            delete_branch(prod_env.repo, branch)
-    config = _kinds(found["preview/config"])
-    assert config["model.shop.payment_method_summary"] == {"config": ["materialized"]}
-    macro_users = {uid for uid, kinds in _kinds(found["preview/macro"]).items() if "macro" in kinds}
+        delete_branch(prod_env.repo, branch)
+    assert done.returncode == 0, done.stderr
+    assert "previewing branch" in done.stderr  # the progress line
+    document = json.loads(done.stdout)
+    kinds = _kinds(document)
+    assert kinds["model.shop.payment_method_summary"]["config"] == ["materialized"]
+    macro_users = {uid for uid, k in kinds.items() if "macro" in k}
     assert {"model.shop.stg_raw__orders", "model.shop.stg_raw__payments"} <= macro_users
-    assert all(kinds["macro"] == ["macro.shop.cents_to_dollars"] for uid, kinds in _kinds(found["preview/macro"]).items() if uid in macro_users)
-    seeded = _kinds(found["preview/seed"])
-    assert "seed" in seeded["seed.shop.country_codes"]
-    assert all("downstream" in kinds for uid, kinds in seeded.items() if uid != "seed.shop.country_codes" and uid.startswith("model."))
-    document = found["preview/config"]
+    assert all(kinds[uid]["macro"] == ["macro.shop.cents_to_dollars"] for uid in macro_users)
+    assert "seed" in kinds["seed.shop.country_codes"]
+    assert "downstream" in kinds["model.shop.customers"]  # reads the seed and the macro's users
+    assert "seed.shop.country_codes" in kinds["model.shop.customers"]["downstream"]
     assert document["preflight"]["checked"] and document["preflight"]["ok"]
     assert all(p["relation"] and '"prod"' in p["relation"] for p in document["deferred"])
-    assert _branch_files(prod_env) == relations_before  # no branch schema was created
+    assert _branch_files(prod_env) == schemas_before  # no branch schema was created
 
 
 def _branch_files(prod_env) -> set[str]:
