@@ -196,3 +196,25 @@ def test_preview_of_a_missing_branch_is_one_line(prod_env) -> None:
     done = defer_orch("preview", "--branch", "no/such-branch", env=cli_env(prod_env))
     assert done.returncode == 2 and "no/such-branch" in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 2  # the progress line, then the error
+
+
+def test_preview_and_state_pull_on_postgres(postgres_prod_env, tmp_path: Path) -> None:
+    """The same commands against a PostgreSQL warehouse (the session's server)."""
+    settings = postgres_prod_env.settings
+    env = cli_env(
+        postgres_prod_env, DEFER_ORCH_WAREHOUSE="postgres", PGHOST=settings.pg_host, PGPORT=settings.pg_port,
+        PGUSER=settings.pg_user, PGPASSWORD=settings.pg_password, PGDATABASE=settings.pg_database,
+    )
+    branch = "preview/on-postgres"
+    model = "dbt_project/models/marts/payment_method_summary.sql"
+    push_branch(postgres_prod_env.repo, branch, {model: (postgres_prod_env.repo / model).read_text() + "\n-- pg\n"}, tmp_path)
+    try:
+        done = defer_orch("preview", "--branch", branch, "--json", env=env)
+    finally:
+        delete_branch(postgres_prod_env.repo, branch)
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert _kinds(document)["model.shop.payment_method_summary"] == {"body": [model.removeprefix("dbt_project/")]}
+    assert document["preflight"]["ok"] and document["deferred"]
+    pulled = defer_orch("state", "pull", "--to", str(tmp_path / "state"), "--json", env=env)
+    assert pulled.returncode == 0 and json.loads(pulled.stdout)["sha"] == postgres_prod_env.repo_head
