@@ -104,6 +104,7 @@ def test_status_lists_production_each_watched_branch_and_the_ttl_sweep(prod_env,
         entry = next(b for b in document["branches"] if b["branch"] == branch)
         assert entry["run_id"] == result.run_id and entry["state"] == "SUCCESS"
         assert entry["selected"] >= 1 and entry["manifest_version"] == document["production"]["version"]
+        assert entry["built"] >= 1
         # TTL 0 days: every registered schema is due, this branch's among them.
         assert document["warehouse_problem"] is None
         assert entry["schema"] in {d["schema"] for d in document["ttl_due"]}

@@ -63,7 +63,7 @@ def status(as_json: bool) -> None:
                 entry.update({
                     "run_id": run.run_id, "state": run.status.value, "sha": run.tags.get(c.SHA_TAG) or metadata.get("sha"),
                     "selected": len(metadata.get("selected_nodes") or []),
-                    "built": metadata.get("nodes/success"),
+                    "built": metadata.get("nodes/built"),
                     "manifest_version": metadata.get("manifest_version"),
                     "started_at": started, "ended_at": ended,
                 })
