@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -46,13 +47,14 @@ from defer_orchestration.lib import git
 from defer_orchestration.lib.backoff import backoff_delays
 from defer_orchestration.lib.errors import (
     BranchIsolationError,
+    ConfigurationError,
     DbtInvocationError,
     StaleStateError,
     WarehouseError,
     WarehouseLockedError,
 )
 from defer_orchestration.lib.manifest_store import PublishedManifest
-from defer_orchestration.lib.schema_names import branch_schema_name, guard_branch_schema
+from defer_orchestration.lib.schema_names import branch_schema_name, dev_schema_name, guard_branch_schema
 from defer_orchestration.lib.settings import RepoSettings, Settings
 from defer_orchestration.lib.timing import Phases
 from defer_orchestration.warehouse.base import Warehouse
@@ -134,6 +136,77 @@ def run_branch_build(
     return report
 
 
+def dev_branch_name(user: str) -> str:
+    """The registry's branch name of a developer's schema (what ``status`` shows)."""
+    return f"dev/{user}"
+
+
+def run_dev_build(
+    project_dir: Path,
+    *,
+    user: str,
+    settings: Settings,
+    published: PublishedManifest,
+    select: str = "state:modified+",
+    exclude: str = "",
+    favor_state: bool = False,
+    full_refresh: bool = False,
+    log: logging.Logger | None = None,
+    clock: Callable[[], float] = time.time,
+) -> BranchBuildReport:
+    """``defer-orch dev build``: build the dbt project at ``project_dir`` as it is on disk
+    (uncommitted edits included) into ``user``'s own schema (:func:`dev_schema_name`),
+    compared with and deferring to the latest production manifest.
+
+    The stages of a branch build (:func:`_build_checkout`: isolation, registration, parse,
+    selection and why, pre-flight, build waiting for the warehouse, summary, data diff),
+    with the project used in place: the developer's directory is never written (target,
+    logs, profiles and packages live in a scratch directory, removed afterwards). The
+    schema is registered under the branch name ``dev/<user>``, so teardown and the TTL
+    sweep see it.
+    """
+    log = log or logging.getLogger(__name__)
+    started = time.monotonic()
+    project_dir = project_dir.resolve()
+    if not (project_dir / "dbt_project.yml").is_file():
+        raise ConfigurationError(
+            f"no dbt project at {project_dir} (no dbt_project.yml); run from your project or pass --project-dir."
+        )
+    branch = dev_branch_name(user)
+    schema = guard_branch_schema(dev_schema_name(user))
+    request = BranchBuildRequest(
+        branch=branch, select=select, exclude=exclude, favor_state=favor_state, full_refresh=full_refresh,
+        compare_to_merge_base=False,
+    )
+    commit = git.commit_info(project_dir)
+    stale = stale_state_message(published.created_at, clock(), request.max_state_age_hours)
+    warnings = [w for w in (stale, failing_tests_message(published.version, published.failing_tests)) if w]
+    note = f"working copy compared with production manifest {published.version[:12]}" + (
+        " (uncommitted edits included)" if commit.dirty else ""
+    )
+    plan = _Plan(
+        commit.sha or "", select, exclude, StateArgs(published.path, published.path, favor_state=favor_state),
+        note, published, dict(settings.dbt_vars), tuple(warnings),
+    )
+    run_dir = settings.scratch_path() / "dev" / uuid.uuid4().hex[:12]
+    phases = Phases()
+    commands: list[DbtRun] = []
+    try:
+        with settings.warehouse.schema_lock(schema), DbtSession(run_dir / "logs", env=settings.warehouse.branch_dbt_env()) as dbt:
+            with ExitStack() as held:
+                report = _build_checkout(
+                    request, dbt, plan, settings=settings, repo=RepoSettings(repo=str(project_dir), subdir="."),
+                    checkout=project_dir, stable=True, run_dir=run_dir, schema=schema, log=log, clock=clock,
+                    phases=phases, commands=commands, held=held, owned=False,
+                )
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    report.wall_seconds = time.monotonic() - started
+    report.phases = phases.rounded()
+    report.dbt_commands = [run.timing() for run in commands]
+    return report
+
+
 def plan_states(
     request: BranchBuildRequest,
     settings: Settings,
@@ -186,15 +259,18 @@ def _build_checkout(
     phases: Phases,
     commands: list[DbtRun],
     held: ExitStack,
+    owned: bool = True,
 ) -> BranchBuildReport:
     """Parse, preview, pre-flight, build and report, in the checked-out commit; the
-    branch's isolation is entered into ``held`` (left by the caller after the report)."""
-    where = f"commit {plan.sha[:12]} of branch {request.branch!r}"
+    branch's isolation is entered into ``held`` (left by the caller after the report).
+    ``owned`` False: ``checkout`` is a working copy used in place, never written."""
+    where = f"commit {plan.sha[:12]} of branch {request.branch!r}" if owned else f"the working copy {checkout}"
     with phases.phase("read_artifacts"):
         prod_manifest = load_published(plan.published, "manifest.json")
     production_schemas = artifacts.relation_schemas(prod_manifest)
     paths = branch_dbt_paths(
-        settings, repo, checkout, run_dir, schema, where=where, vars=plan.vars, production_schemas=production_schemas
+        settings, repo, checkout, run_dir, schema, where=where, vars=plan.vars, production_schemas=production_schemas,
+        owned=owned,
     )
     parsing = _start_parse(dbt, paths, settings.home, schema, reuse=request.reuse_parse and stable)
     # While dbt parses (the longest step of a slim run), talk to the warehouse and read

@@ -18,7 +18,7 @@ from typing import Any
 from defer_orchestration import constants as c
 from defer_orchestration.dbt.cli import DbtPaths
 from defer_orchestration.dbt.owned_checkout import prepare_owned_checkout
-from defer_orchestration.dbt.packages import packages_dir_for
+from defer_orchestration.dbt.packages import check_in_place, packages_dir_for
 from defer_orchestration.dbt.profiles import profile_name, write_profiles_dir
 from defer_orchestration.lib import git
 from defer_orchestration.lib.errors import ConfigurationError
@@ -85,9 +85,14 @@ def branch_dbt_paths(
     where: str,
     vars: Mapping[str, Any],
     production_schemas: Sequence[str] = (),
+    owned: bool = True,
 ) -> DbtPaths:
     """The dbt paths of a branch checkout, with a profile whose target ``branch`` writes
-    ``schema``, the checkout's packages and ``vars``; ``where`` names the commit in errors."""
+    ``schema``, the checkout's packages and ``vars``; ``where`` names the commit in errors.
+
+    ``owned`` False: ``checkout`` is a developer's working copy used in place, never
+    written (no packages link, no project flag); its packages must be where dbt finds them
+    (:func:`check_in_place` says which line to add otherwise)."""
     project_dir = (checkout / repo.subdir).resolve()
     if not (project_dir / "dbt_project.yml").is_file():
         raise ConfigurationError(
@@ -110,7 +115,10 @@ def branch_dbt_paths(
             "branch and push again."
         ) from exc
     packages = packages_dir_for(project_dir, settings.package_cache(), run_dir / "dbt_packages", vars=vars)
-    prepare_owned_checkout(project_dir, packages, settings.package_cache())
+    if owned:
+        prepare_owned_checkout(project_dir, packages, settings.package_cache())
+    else:
+        check_in_place(project_dir, packages)
     return DbtPaths(
         project_dir, profiles_dir, run_dir / "target", run_dir / "logs", packages, vars,
         settings.warehouse.branch_dbt_env(),

@@ -1,6 +1,7 @@
 """Tearing branches down: their schemas (the branch schema and the custom schemas it
-owns), leftover worktrees and cached parse. Only schemas the registry says branch CI
-created are ever dropped, each through the schema guard."""
+owns), leftover worktrees and cached parse. Only schemas the registry says branch CI (or
+``defer-orch dev build``, a developer's ``dev_`` schema) created are ever dropped, each
+through the schema guard."""
 
 from __future__ import annotations
 
@@ -11,7 +12,12 @@ from pathlib import Path
 from defer_orchestration.branch.checkout import remove_branch_worktrees
 from defer_orchestration.dbt import parse_cache
 from defer_orchestration.lib.errors import BranchNameError
-from defer_orchestration.lib.schema_names import branch_schema_name, guard_branch_schema, is_owned_schema
+from defer_orchestration.lib.schema_names import (
+    branch_schema_name,
+    guard_branch_schema,
+    is_branch_schema,
+    is_owned_schema,
+)
 from defer_orchestration.lib.settings import RepoSettings, Settings
 from defer_orchestration.warehouse.base import Warehouse
 
@@ -57,12 +63,19 @@ def teardown(
     report = TeardownReport()
     registered = settings.warehouse.registered_branch_schemas()
     if idle_before is not None:
+        # The registered owner schema itself (a branch's br_ or a developer's dev_), not a
+        # name recomputed from the row's branch: every schema this system creates is swept.
         for schema, (branch, last_built) in registered.items():
-            if last_built < idle_before:
-                try:
-                    owners.setdefault(branch_schema_name(branch), branch)
-                except BranchNameError:
-                    continue  # a registry row no branch name maps to: left for a person
+            if last_built >= idle_before:
+                continue
+            candidates = [o for o in registered if is_branch_schema(o) and is_owned_schema(schema, o)]
+            if candidates:
+                owners.setdefault(min(candidates, key=len), branch)
+                continue
+            try:  # a custom schema whose owner's row is gone: the owner its branch name gives
+                owners.setdefault(branch_schema_name(branch), branch)
+            except BranchNameError:
+                continue  # a registry row no branch name maps to: left for a person
     for owner, branch in sorted(owners.items()):
         # A run of this branch and its teardown never overlap.
         with settings.warehouse.schema_lock(owner):

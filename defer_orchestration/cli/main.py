@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from defer_orchestration.cli import preview, report, state, status
+from defer_orchestration.cli import dev, preview, report, state, status
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -21,10 +21,12 @@ def cli() -> None:
     Examples:
       defer-orch state pull --to prod_state
       defer-orch preview --branch feature/orders
+      defer-orch dev build
       defer-orch status --json
     """
 
 
+cli.add_command(dev.dev)
 cli.add_command(preview.preview)
 cli.add_command(report.report)
 cli.add_command(state.state)

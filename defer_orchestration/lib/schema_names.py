@@ -7,6 +7,11 @@ version of the branch name (possibly empty, then the name is ``br_<hash>``) and
 slugs agree. The result only ever contains ``[a-z0-9_]`` and is at most 63 chars
 (the PostgreSQL identifier limit, so the same names would work on other warehouses).
 
+A developer's own schema (``defer-orch dev build``) is the same function with the
+prefix ``dev_``: ``dev_<user slug>_<hash>``. :data:`SCHEMA_PREFIXES` ("br_", "dev_") is
+the single notion of "a schema this system creates": every check below accepts either
+prefix unless told one.
+
 Teardown drops schemas; :func:`guard_branch_schema` is the single check between a
 computed name and a ``drop schema``. It refuses protected schemas and anything that
 does not have exactly the shape :func:`branch_schema_name` produces.
@@ -22,6 +27,9 @@ from collections.abc import Iterable
 from defer_orchestration.lib.errors import BranchNameError, ProtectedSchemaError
 
 BRANCH_SCHEMA_PREFIX = "br_"
+DEV_SCHEMA_PREFIX = "dev_"
+# The prefixes of the schemas this system creates (branch CI, developers' builds).
+SCHEMA_PREFIXES: tuple[str, ...] = (BRANCH_SCHEMA_PREFIX, DEV_SCHEMA_PREFIX)
 PROTECTED_SCHEMAS: frozenset[str] = frozenset(
     {
         "prod",
@@ -103,15 +111,30 @@ def branch_schema_name(branch: str, *, prefix: str = BRANCH_SCHEMA_PREFIX) -> st
     return guard_branch_schema(schema, prefix=prefix)
 
 
-def is_branch_schema(schema: str, *, prefix: str = BRANCH_SCHEMA_PREFIX) -> bool:
-    """Whether ``schema`` has exactly a shape :func:`branch_schema_name` can produce.
+def dev_schema_name(user: str) -> str:
+    """A developer's own schema (``defer-orch dev build``): ``dev_<user slug>_<hash>``,
+    the branch naming function with the ``dev_`` prefix; BranchNameError when no schema
+    maps to ``user``."""
+    return branch_schema_name(user, prefix=DEV_SCHEMA_PREFIX)
+
+
+def is_branch_schema(schema: str, *, prefix: str | None = None) -> bool:
+    """Whether ``schema`` has exactly a shape :func:`branch_schema_name` can produce, with
+    ``prefix`` (default: any of :data:`SCHEMA_PREFIXES`).
 
     Teardown uses this so it only ever drops schemas this system created.
     """
+    if prefix is None:
+        return any(is_branch_schema(schema, prefix=known) for known in SCHEMA_PREFIXES)
     if not _PREFIX_SHAPE.fullmatch(prefix) or len(schema) > MAX_SCHEMA_LENGTH:
         return False
     shape = rf"{re.escape(prefix)}(?:{_SLUG}_)?[0-9a-f]{{{HASH_LENGTH}}}"
     return re.fullmatch(shape, schema) is not None
+
+
+def _shapes(prefix: str | None) -> str:
+    """The shapes a check accepts, for its error message."""
+    return " or ".join(f"{p}<slug>_<hash>" for p in ((prefix,) if prefix is not None else SCHEMA_PREFIXES))
 
 
 _SUFFIX = re.compile(r"[a-z0-9_]+")
@@ -161,17 +184,18 @@ def guard_branch_schema(
     schema: str,
     *,
     protected: Iterable[str] = PROTECTED_SCHEMAS,
-    prefix: str = BRANCH_SCHEMA_PREFIX,
+    prefix: str | None = None,
     owner: str | None = None,
 ) -> str:
     """Return ``schema`` unchanged if it is a branch schema (or, given ``owner``, a schema
-    that branch schema owns: :func:`is_owned_schema`), else raise ProtectedSchemaError."""
+    that branch schema owns: :func:`is_owned_schema`), else raise ProtectedSchemaError.
+    ``prefix`` None: any prefix of :data:`SCHEMA_PREFIXES`."""
     protected_names = {_normalised(p) for p in protected}
     if _normalised(schema) in protected_names:
         raise ProtectedSchemaError(
             f"refusing to build or drop schema {schema!r}: it is the production schema (or "
             "another protected schema); branch builds and teardown only ever touch schemas "
-            f"named {prefix}<slug>_<hash>. Compute the schema with branch_schema_name(branch)."
+            f"named {_shapes(prefix)}. Compute the schema with branch_schema_name(branch)."
         )
     if owner is not None and is_owned_schema(schema, owner):
         return schema
@@ -179,7 +203,7 @@ def guard_branch_schema(
         raise ProtectedSchemaError(
             f"refusing to build or drop schema {schema!r}: it is not a branch schema this "
             f"system creates; branch builds and teardown only ever touch schemas named "
-            f"{prefix}<slug>_<hash>. Compute the schema with branch_schema_name(branch), and "
+            f"{_shapes(prefix)}. Compute the schema with branch_schema_name(branch), and "
             "drop any other schema by hand if you really mean to."
         )
     return schema

@@ -34,6 +34,7 @@ holds a file, then fails with a message naming that process.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import re
 import subprocess
@@ -64,6 +65,7 @@ from defer_orchestration.warehouse.base import (
     WarehouseConnection,
 )
 
+_log = logging.getLogger(__name__)
 _LOCK_MARKER = "Could not set lock on file"
 _HOLDER = re.compile(r"Conflicting lock is held in (?P<proc>.+?) \(PID (?P<pid>\d+)\)")
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -401,11 +403,15 @@ class DuckDBWarehouse(Warehouse):
         """An exclusive ``flock`` on ``locks/<name>``, waiting up to ``production_wait_s``."""
         with open(self._locks() / name, "a") as handle:
             deadline = time.monotonic() + self.production_wait_s
+            waiting = False
             while True:
                 try:
                     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except OSError:
+                    if not waiting:  # once: a person at a terminal sees why nothing happens
+                        waiting = True
+                        _log.info(f"waiting (up to {self.production_wait_s:.0f} s): {what}")
                     if time.monotonic() > deadline:
                         raise WarehouseLockedError(
                             f"{what}: waited {self.production_wait_s:.0f} s. Check the running builds "

@@ -3,6 +3,7 @@ production attached read-only, the guard process, the turnstile, the per-file re
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -12,10 +13,11 @@ import pytest
 
 from defer_orchestration.dbt.artifacts import refused_writes, relation_schemas, source_relations
 from defer_orchestration.lib.errors import WarehouseLockedError
-from defer_orchestration.warehouse.duckdb import DuckDBWarehouse, owner_candidates
+from defer_orchestration.warehouse.duckdb import DuckDBWarehouse, owner_candidates, owner_of_catalog
 
 OWNER = "br_feature_x_0123456789"
 OTHER = "br_feature_y_abcdef0123"
+DEV = "dev_ada_0123456789"  # a developer's schema (defer-orch dev build)
 
 
 @pytest.fixture
@@ -76,6 +78,39 @@ def test_the_registry_lives_in_each_branch_file_and_teardown_deletes_the_file(ho
     assert set(house.registered_branch_schemas()) == {OWNER, f"{OWNER}_marts"}
 
 
+def test_a_developer_schema_has_its_own_file_registry_and_teardown(house: DuckDBWarehouse) -> None:
+    assert owner_candidates(f"{DEV}_marts") == [DEV]
+    assert owner_of_catalog(f"db_{DEV}") == DEV and owner_of_catalog("db_dev_ada") is None
+    with house.connect_branch(DEV) as conn:
+        assert conn.copy_table(("prod", "customers"), (DEV, "customers"), owner=DEV) == 20
+        with pytest.raises(duckdb.Error, match="read-only mode"):
+            conn.execute("delete from warehouse.prod.customers")
+    house.register_branch_schemas(DEV, [DEV], branch="dev/ada", sha="c" * 40, now=3.0)
+    house.register_branch_schemas(OWNER, [OWNER], branch="feature/x", sha="a" * 40, now=1.0)
+    assert house.registered_branch_schemas() == {DEV: ("dev/ada", 3.0), OWNER: ("feature/x", 1.0)}
+    assert house.drop_branch(DEV, [DEV]) == [DEV]
+    assert not house.branch_path(DEV).exists()
+    assert set(house.registered_branch_schemas()) == {OWNER}
+    with house.connect(read_only=True) as conn:
+        assert conn.row_count("prod", "customers") == 20
+
+
+def test_the_ttl_sweep_drops_an_idle_developer_schema_by_its_registered_name(house: DuckDBWarehouse, tmp_path: Path) -> None:
+    from defer_orchestration.branch.teardown import teardown
+    from defer_orchestration.lib.settings import RepoSettings, Settings
+
+    with house.connect_branch(DEV) as conn:
+        conn.execute(f"create schema {DEV}; create schema {DEV}_marts")
+    house.register_branch_schemas(DEV, [DEV, f"{DEV}_marts"], branch="dev/ada", sha="c" * 40, now=1.0)
+    house.register_branch_schemas(OWNER, [OWNER], branch="feature/x", sha="a" * 40, now=5.0)
+    settings = Settings(home=tmp_path / "home", project_dir=tmp_path, warehouse=house)
+    report = teardown(settings, RepoSettings(repo=str(tmp_path), subdir="."), [], idle_before=2.0)
+    assert report.dropped == [DEV, f"{DEV}_marts"] and not house.branch_path(DEV).exists()
+    assert set(house.registered_branch_schemas()) == {OWNER}  # built after the cut-off: kept
+    with house.connect(read_only=True) as conn:
+        assert conn.row_count("prod", "customers") == 20
+
+
 def test_the_guard_keeps_writers_out_of_production_while_a_branch_builds(house: DuckDBWarehouse) -> None:
     with house.isolate_branch(OWNER) as isolation:
         assert "read-only" in isolation
@@ -85,7 +120,10 @@ def test_the_guard_keeps_writers_out_of_production_while_a_branch_builds(house: 
     duckdb.connect(str(house.path)).close()  # released with the branch build
 
 
-def test_production_waits_for_running_branch_builds_and_new_ones_wait_for_it(house: DuckDBWarehouse) -> None:
+def test_production_waits_for_running_branch_builds_and_new_ones_wait_for_it(
+    house: DuckDBWarehouse, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="defer_orchestration.warehouse.duckdb")
     events: list[str] = []
     branch_holding = threading.Event()
 
@@ -116,6 +154,9 @@ def test_production_waits_for_running_branch_builds_and_new_ones_wait_for_it(hou
         thread.join(20)
     assert events.index(f"{OWNER} done") < events.index("production writing")
     assert events.index("production done") < events.index(f"{OTHER} reading")
+    # The late branch build said once why it waited (defer-orch dev build prints it).
+    waits = [r.getMessage() for r in caplog.records if r.getMessage().startswith("waiting (up to")]
+    assert waits.count("waiting (up to 5 s): a production build holds the warehouse") == 1, waits
 
 
 def test_a_production_build_that_cannot_get_the_file_fails_naming_the_holder(house: DuckDBWarehouse) -> None:

@@ -12,11 +12,14 @@ from hypothesis import strategies as st
 from defer_orchestration.lib.errors import BranchNameError, ProtectedSchemaError
 from defer_orchestration.lib.schema_names import (
     BRANCH_SCHEMA_PREFIX,
+    DEV_SCHEMA_PREFIX,
     MAX_SCHEMA_LENGTH,
     PROTECTED_SCHEMAS,
+    SCHEMA_PREFIXES,
     branch_schema_name,
     guard_branch_schema,
     is_branch_schema,
+    is_owned_schema,
     quote_identifier,
     quote_string_literal,
 )
@@ -288,3 +291,31 @@ def test_a_branch_schema_owns_its_custom_schemas_only() -> None:
         guard_branch_schema(f"{base}_marts")
     with pytest.raises(ProtectedSchemaError):
         guard_branch_schema("prod", owner=base)
+
+
+# --- developers' schemas (dev_) ------------------------------------------------------------
+
+
+def test_dev_schemas_are_schemas_this_system_creates() -> None:
+    schema = branch_schema_name("ada", prefix=DEV_SCHEMA_PREFIX)
+    assert re.fullmatch(r"dev_ada_[0-9a-f]{10}", schema)
+    assert is_branch_schema(schema)
+    assert is_branch_schema(schema, prefix="dev_")
+    assert not is_branch_schema(schema, prefix="br_")
+    assert guard_branch_schema(schema) == schema
+    assert is_owned_schema(schema, schema)
+    assert is_owned_schema(f"{schema}_staging", schema)
+    assert not is_owned_schema(schema, branch_schema_name("ada"))
+    assert not is_owned_schema(branch_schema_name("ada"), schema)
+    assert set(SCHEMA_PREFIXES) == {"br_", "dev_"}
+
+
+@pytest.mark.parametrize(
+    "schema",
+    ["dev", "dev_", "dev_ada", "DEV_ada_0123456789", "dev__ada_0123456789", "dev_ada_012345678g",
+     "dev_ada_0123456789; drop schema prod", "development_0123456789x"],
+)
+def test_dev_shapes_outside_the_generated_one_are_refused(schema: str) -> None:
+    assert not is_branch_schema(schema)
+    with pytest.raises(ProtectedSchemaError, match="dev_<slug>_<hash>"):
+        guard_branch_schema(schema)
