@@ -32,7 +32,7 @@ test: install
 	bash tests/e2e/ensure_chromium.sh
 	bash tests/ensure_postgres.sh
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=25
 
 ## Everything that runs without dbt: seconds.
 test-fast: install
