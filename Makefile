@@ -10,7 +10,7 @@ OLDEST_BIN   := $(OLDEST)/bin
 OLDEST_STAMP := $(OLDEST)/.installed
 CHECK_PYTHON := @$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "defer-orchestration needs Python 3.11, found " + sys.version.split()[0]'
 
-.PHONY: install demo test test-fast test-oldest constraints-newest dev dev-pg bench clean
+.PHONY: install install-oldest demo test test-fast test-oldest constraints-newest dev dev-pg bench clean
 
 ## Exactly the versions the suite is tested on (constraints/newest.txt).
 install: $(STAMP)
@@ -47,6 +47,9 @@ OLDEST_DBT_TESTS := \
 	'tests/test_branch_ci.py::test_teardown_drops_exactly_the_deleted_branchs_schema[duckdb]' \
 	'tests/test_parse_template.py::test_a_first_push_starts_from_the_template_and_parses_as_a_fresh_parse[duckdb]' \
 	'tests/test_package_layouts.py::test_a_branch_builds_with_every_package_layout'
+
+## The oldest versions' venv alone (.ci/run builds it while the main suite runs).
+install-oldest: $(OLDEST_STAMP)
 
 test-oldest: $(OLDEST_STAMP)
 	bash tests/ensure_postgres.sh
