@@ -454,3 +454,40 @@ def group_by_cause(reasons: Mapping[str, Sequence[Reason]]) -> dict[ReasonKind, 
                 if not bucket or bucket[-1] != uid:
                     bucket.append(uid)
     return {kind: groups[kind] for kind in REASON_KINDS if kind in groups}
+
+
+# Public views of the comparisons above, for production's code fingerprints
+# (``production/fingerprint.py``): the same rules, read one manifest at a time.
+
+def macro_closure(node: Mapping[str, Any], macros: Mapping[str, Any]) -> list[str]:
+    """Every macro ``node`` uses, directly or through other macros (dbt's ``depends_on``)."""
+    return _macro_closure(node, macros)
+
+
+def var_names(node: Mapping[str, Any], macro_ids: Sequence[str], macros: Mapping[str, Any]) -> set[str]:
+    """The vars ``node`` reads by name: literal ``var('name')`` calls in its code, its
+    unrendered config and the macros ``macro_ids`` (see *Limits*)."""
+    return _var_names(node, macro_ids, macros)
+
+
+def compared_config(node: Mapping[str, Any]) -> dict[str, Any]:
+    """The unrendered config keys and values ``state:modified`` compares for ``node``
+    (``_config_keys``' rule: tags and group never count, a test only by its modifiers,
+    the relation keys unless it is a generic test)."""
+    config = node.get("unrendered_config") or {}
+    if node.get("resource_type") == "test":
+        keys = set(config) & _TEST_MODIFIERS
+    else:
+        keys = set(config) - _NOT_COMPARED_CONFIG
+    if not _is_generic_test(node):
+        keys |= set(config) & set(_RELATION_KEYS)
+    return {key: config[key] for key in sorted(keys)}
+
+
+def contract_state(node: Mapping[str, Any]) -> dict[str, Any]:
+    """What ``ModelNode.same_contract`` compares: whether the contract is enforced and,
+    when it is, its checksum (empty when no contract is enforced)."""
+    contract = node.get("contract") or {}
+    if not contract.get("enforced"):
+        return {}
+    return {"enforced": True, "checksum": contract.get("checksum")}
