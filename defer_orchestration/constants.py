@@ -49,6 +49,7 @@ MODE_TAG = "defer_orchestration/mode"
 
 # Environment variables (read only by resources.py, when Dagster loads definitions).
 ENV_HOME = "DEFER_ORCH_HOME"
+ENV_ARTIFACT_STORE = "DEFER_ORCH_ARTIFACT_STORE"
 ENV_DBT_PROJECT_DIR = "DEFER_ORCH_DBT_PROJECT_DIR"
 ENV_RAW_SCALE = "DEFER_ORCH_RAW_SCALE"
 ENV_PROD_CRON = "DEFER_ORCH_PROD_CRON"

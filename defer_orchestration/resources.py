@@ -11,6 +11,11 @@ definitions themselves need (sensor interval, schedule).
 | variable                      | default                                         |
 |-------------------------------|-------------------------------------------------|
 | DEFER_ORCH_HOME               | ``.defer_orchestration/`` under the working dir |
+| DEFER_ORCH_ARTIFACT_STORE     | ``DEFER_ORCH_HOME/artifacts``; or a directory,  |
+|                               | or an fsspec URL (``s3://bucket/prefix``)       |
+| AWS_ENDPOINT_URL, AWS_REGION, | botocore's, for an S3 store (botocore reads     |
+| AWS_ACCESS_KEY_ID,            | them itself; the secret is never logged)        |
+| AWS_SECRET_ACCESS_KEY         |                                                 |
 | DEFER_ORCH_DBT_PROJECT_DIR    | the bundled ``dbt_project/``                    |
 | DEFER_ORCH_RAW_SCALE          | 1 (synthetic source rows multiplier)            |
 | DEFER_ORCH_GIT_REPO           | the git repository containing the dbt project   |
@@ -65,6 +70,13 @@ class DeferOrchSettings(dg.ConfigurableResource):
         default="",
         description="DEFER_ORCH_HOME: directory holding the warehouse file, the artifact "
         "store and scratch space. Empty means .defer_orchestration/ under the working dir.",
+    )
+    artifact_store: str = Field(
+        default="",
+        description="DEFER_ORCH_ARTIFACT_STORE: where production publishes its manifests and "
+        "every host reads them: empty for DEFER_ORCH_HOME/artifacts, a directory, or an fsspec "
+        "URL such as s3://bucket/prefix (S3-compatible stores through AWS_ENDPOINT_URL and the "
+        "other standard AWS variables).",
     )
     dbt_project_dir: str = Field(
         default="",
@@ -167,7 +179,7 @@ class DeferOrchSettings(dg.ConfigurableResource):
             threads=self.threads,
             dbt_vars=parse_vars(self.dbt_vars, what=c.ENV_DBT_VARS),
             prod_commands=parse_prod_commands(self.prod_commands, what=c.ENV_PROD_COMMANDS),
-            publish_on=publish_on,
+            publish_on=publish_on, artifact_store=self.artifact_store,
         )
 
 
@@ -246,6 +258,7 @@ def _env_fields() -> dict[str, tuple[str, Any]]:
     """field -> (environment variable, documented default)."""
     return {
         "home": (c.ENV_HOME, str(default_home().resolve())),
+        "artifact_store": (c.ENV_ARTIFACT_STORE, ""),
         "dbt_project_dir": (c.ENV_DBT_PROJECT_DIR, str(BUNDLED_DBT_PROJECT_DIR)),
         "raw_scale": (c.ENV_RAW_SCALE, 1),
         "warehouse_kind": (c.ENV_WAREHOUSE, "duckdb"),

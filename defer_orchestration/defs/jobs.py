@@ -13,6 +13,7 @@ single-slot ``duckdb_warehouse``; PostgreSQL: ``branch_builds``, several at once
 import dataclasses
 import time
 import typing
+from pathlib import Path
 
 import dagster as dg
 from pydantic import Field, create_model
@@ -59,9 +60,11 @@ def _config_class(request_type: type, name: str) -> type[dg.Config]:
 BranchCiConfig = _config_class(BranchBuildRequest, "BranchCiConfig")
 
 
-def _resolve_state(instance: dg.DagsterInstance, on_missing: OnMissingState) -> PublishedManifest | None:
+def _resolve_state(
+    instance: dg.DagsterInstance, on_missing: OnMissingState, home: Path | None = None
+) -> PublishedManifest | None:
     try:
-        return latest_published_manifest(instance)
+        return latest_published_manifest(instance, home=home)
     except NoManifestPublishedError:
         if on_missing is OnMissingState.full_build:
             return None
@@ -131,7 +134,7 @@ def branch_build(
         retry_of = request.retry_of_run_id or (parent if parent and can_retry(core, parent) else "")
         request = dataclasses.replace(request, retry_of_run_id=retry_of)
         with phases.phase("resolve_manifest"):
-            published = None if retry_of else _resolve_state(context.instance, request.on_missing_state)
+            published = None if retry_of else _resolve_state(context.instance, request.on_missing_state, core.home)
         report = run_branch_build(
             request,
             settings=core,
@@ -139,7 +142,7 @@ def branch_build(
             published=published,
             run_id=context.run_id,
             log=context.log,
-            published_for_commit=lambda sha: published_for_commit(context.instance, sha),
+            published_for_commit=lambda sha: published_for_commit(context.instance, sha, home=core.home),
             phases=phases,
         )
     except DeferOrchestrationError as exc:
@@ -230,7 +233,7 @@ def branch_parse_template(
     """Parse production's latest commit for a branch target, so each branch's first run
     re-parses only the files it changed. Runs no SQL."""
     try:
-        published = latest_published_manifest(context.instance)
+        published = latest_published_manifest(context.instance, home=settings.core().home)
         made = make_parse_template(
             settings.core(), branch_settings.repo_settings(settings), published,
             run_id=context.run_id, log=context.log,

@@ -17,6 +17,7 @@
         ├── ManifestArtifactMissingError
         ├── ManifestChecksumError     the stored artifact does not match its recorded sha256
         └── ArtifactStoreError        the store could not be written (disk full, permissions)
+            └── ArtifactStoreUnavailableError  an object store unreachable or refusing (URL named)
 """
 
 from __future__ import annotations
@@ -88,3 +89,7 @@ class ManifestChecksumError(ManifestError):
 
 class ArtifactStoreError(ManifestError):
     """The artifact store could not be written."""
+
+
+class ArtifactStoreUnavailableError(ArtifactStoreError):
+    """An object store could not be reached or refused the request (credentials, endpoint, bucket)."""

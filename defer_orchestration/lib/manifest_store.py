@@ -6,6 +6,9 @@ same artifacts always land in the same place and a directory's name tells whethe
 its contents are intact. Publishing writes into a temporary directory and renames it
 into place: a crash leaves a stray ``.tmp`` directory, never a half-written version
 that looks complete. The directory is usable directly as dbt's ``--state``.
+
+This is the local-directory implementation of the artifact store; ``artifact_store.py``
+holds the interface both implementations share and the object-store one (fsspec URLs).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Mapping
@@ -29,6 +33,7 @@ from defer_orchestration.lib.errors import (
 
 ARTIFACT_FILES: tuple[str, ...] = ("manifest.json", "run_results.json")
 _CHUNK = 1 << 20
+_VERSION = re.compile(r"[0-9a-f]{64}")
 
 
 def sha256_file(path: Path) -> str:
@@ -51,8 +56,11 @@ class StoredVersion:
     """One published set of artifacts."""
 
     version: str
-    path: Path
+    path: Path  # a local directory holding the files, usable as dbt's --state
     files: Mapping[str, str] = field(default_factory=dict)  # name -> sha256
+    # Where the version lives in its store, as recorded in prod_manifest's ``store_path``:
+    # the directory itself for a local store, ``<url>/versions/<version>`` for an object store.
+    location: str = ""
 
     @property
     def manifest_path(self) -> Path:
@@ -113,11 +121,49 @@ def _store_error(action: str, path: Path, exc: OSError) -> ArtifactStoreError:
     )
 
 
+def artifact_sources(source_dir: Path) -> dict[str, Path]:
+    """The artifact files a publication copies from ``source_dir``; a typed error names any
+    that dbt did not write."""
+    sources = {name: Path(source_dir) / name for name in ARTIFACT_FILES}
+    missing = [name for name, path in sources.items() if not path.is_file()]
+    if missing:
+        raise ManifestArtifactMissingError(
+            f"cannot publish from {source_dir}: {', '.join(missing)} not found there. "
+            "The dbt build did not write its artifacts; check the dbt step's logs."
+        )
+    return sources
+
+
+def is_version(name: str) -> bool:
+    """Whether ``name`` is a version id (a sha256), not a staging or damaged directory."""
+    return bool(_VERSION.fullmatch(name))
+
+
 class ManifestStore:
-    """The artifact store rooted at one directory."""
+    """The artifact store rooted at one directory (``DEFER_ORCH_ARTIFACT_STORE`` a path, or
+    unset: ``DEFER_ORCH_HOME/artifacts``)."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+
+    @property
+    def url(self) -> str:
+        """The store's root, as messages and ``store_path`` metadata name it."""
+        return str(self.root)
+
+    def location(self, version: str) -> str:
+        """Where ``version`` lives: its directory."""
+        return str(self.version_path(version))
+
+    def versions(self) -> list[str]:
+        """Every complete version in the store, sorted (staging and damaged copies excluded)."""
+        if not self.versions_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.versions_dir.iterdir() if is_version(p.name) and p.is_dir())
+
+    def fetch(self, location: str, files: Mapping[str, str]) -> StoredVersion:
+        """The version at ``location`` verified in place (a local store needs no copy)."""
+        return self.verify(Path(location), files)
 
     @property
     def versions_dir(self) -> Path:
@@ -130,13 +176,7 @@ class ManifestStore:
 
     def publish(self, source_dir: Path) -> StoredVersion:
         """Copy the artifacts in ``source_dir`` into the store atomically and return the version."""
-        sources = {name: Path(source_dir) / name for name in ARTIFACT_FILES}
-        missing = [name for name, path in sources.items() if not path.is_file()]
-        if missing:
-            raise ManifestArtifactMissingError(
-                f"cannot publish from {source_dir}: {', '.join(missing)} not found there. "
-                "The dbt build did not write its artifacts; check the dbt step's logs."
-            )
+        sources = artifact_sources(source_dir)
         staging = self.root / ".tmp" / uuid.uuid4().hex
         try:
             staging.mkdir(parents=True)
@@ -144,7 +184,7 @@ class ManifestStore:
             for name, src in sources.items():
                 dest = staging / name
                 _copy_durably(src, dest)
-                _check_complete(dest, src)
+                check_complete(dest, src)
                 digests[name] = sha256_file(dest)
             version = version_of(digests)
             final = self.version_path(version)
@@ -152,7 +192,7 @@ class ManifestStore:
             if final.exists():
                 if self._intact(final, digests):
                     shutil.rmtree(staging, ignore_errors=True)
-                    return StoredVersion(version, final, digests)
+                    return StoredVersion(version, final, digests, str(final))
                 # Same content was published before but the copy has been damaged since:
                 # move the damaged copy aside (never delete evidence) and put the good one in.
                 os.rename(final, final.with_name(f"{version}.damaged-{uuid.uuid4().hex[:8]}"))
@@ -164,7 +204,7 @@ class ManifestStore:
         except ManifestError:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        return StoredVersion(version, final, digests)
+        return StoredVersion(version, final, digests, str(final))
 
     def verify(self, path: Path, files: Mapping[str, str]) -> StoredVersion:
         """Check every recorded file exists at ``path`` with its recorded sha256."""
@@ -183,7 +223,7 @@ class ManifestStore:
                     f"{actual} but {expected} was recorded when it was published. Do not defer "
                     "to it; run prod_build_job to publish a fresh manifest."
                 )
-        return StoredVersion(version_of(files), Path(path), dict(files))
+        return StoredVersion(version_of(files), Path(path), dict(files), str(path))
 
     @staticmethod
     def _intact(path: Path, digests: Mapping[str, str]) -> bool:
@@ -193,7 +233,7 @@ class ManifestStore:
         )
 
 
-def _check_complete(copy: Path, source: Path) -> None:
+def check_complete(copy: Path, source: Path) -> None:
     """Refuse an artifact that is not one whole JSON object.
 
     An empty or cut-off ``manifest.json`` (dbt killed mid-write, a full disk) must never
@@ -217,6 +257,7 @@ def _check_complete(copy: Path, source: Path) -> None:
 
 
 def _copy_durably(src: Path, dest: Path) -> None:
+    """Copy and fsync, so a crash after the rename never finds a version with empty files."""
     with open(src, "rb") as reader, open(dest, "wb") as writer:
         shutil.copyfileobj(reader, writer, _CHUNK)
         writer.flush()

@@ -13,7 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from defer_orchestration.lib.manifest_store import ManifestStore
+from defer_orchestration.lib.artifact_store import ArtifactStore, open_artifact_store
 from defer_orchestration.warehouse.base import Warehouse
 
 
@@ -35,14 +35,17 @@ class Settings:
     dbt_vars: Mapping[str, Any] = field(default_factory=dict)  # every invocation's --vars
     prod_commands: tuple[str, ...] = ("build",)  # dbt commands of a production build, in order
     publish_on: PublishOn = PublishOn.SUCCESS
+    # DEFER_ORCH_ARTIFACT_STORE: empty (<home>/artifacts), a directory, or an fsspec URL
+    artifact_store: str = ""
 
     def package_cache(self) -> Path:
         """Where fetched dbt packages are installed, one directory per package lock."""
         return self.home / "packages"
 
-    def store(self) -> ManifestStore:
-        """The content-addressed store of published production artifacts."""
-        return ManifestStore(self.home / "artifacts")
+    def store(self) -> ArtifactStore:
+        """The content-addressed store of published production artifacts (a directory, or
+        an object store whose downloads are cached under the home)."""
+        return open_artifact_store(self.artifact_store, home=self.home)
 
     def scratch_path(self) -> Path:
         """Per-run scratch space (dbt target dirs, worktrees)."""

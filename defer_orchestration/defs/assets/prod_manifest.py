@@ -48,7 +48,8 @@ def manifest_metadata(
         "version": dg.MetadataValue.text(stored.version),
         "sha256": dg.MetadataValue.text(stored.files["manifest.json"]),
         "run_results_sha256": dg.MetadataValue.text(stored.files["run_results.json"]),
-        "store_path": dg.MetadataValue.path(str(stored.path)),
+        # Where readers find the version: its directory, or its URL in an object store.
+        "store_path": dg.MetadataValue.path(stored.location or str(stored.path)),
         "dbt_version": dg.MetadataValue.text(str(dbt_artifacts.dbt_version(manifest))),
         "git_sha": dg.MetadataValue.text(commit.sha or "unknown (not a git repository)"),
         "git_dirty": dg.MetadataValue.bool(bool(commit.dirty)),
@@ -93,8 +94,9 @@ def build_prod_manifest_asset(dbt_assets_def: dg.AssetsDefinition) -> dg.AssetsD
                     "launch prod_build_job, or materialize the dbt assets together with it."
                 )
             )
-        stored = core.store().publish(source)
-        context.log.info(f"published production artifacts version {stored.version} at {stored.path}")
+        store = core.store()
+        stored = store.publish(source)  # a failure here publishes nothing: the previous version stays
+        context.log.info(f"published production artifacts version {stored.version} to {stored.location or stored.path}")
         return dg.MaterializeResult(
             metadata=manifest_metadata(
                 stored, project_dir=core.project_dir, run_id=context.run.run_id,
