@@ -205,7 +205,7 @@ def _explain(error: ForgeRequestError, client: ForgeClient, action: str, sha: st
     if error.kind == "http":
         status, detail = error.status or 0, error.detail
         if status == 401:
-            return f"{forge} refused the token (401) while {action}: check {s.token_variable} is valid, not expired, and has {scope}"
+            return f"{forge} refused the token (401: {detail}) while {action}: check {s.token_variable} is valid, not expired, and has {scope}"
         if status == 403:
             return (
                 f"{forge} denied access (403: {detail}) while {action} on {s.project}: the token in "
