@@ -191,38 +191,51 @@ def _client(settings: ForgeSettings, deadline: Deadline) -> ForgeClient:
     return GitLabClient(settings, deadline)
 
 
-def _explain(error: ForgeRequestError, client: ForgeClient, action: str, sha: str) -> str:
-    """What happened and what to fix, for a request that failed."""
+def _explain(error: ForgeRequestError, client: ForgeClient, action: str, sha: str, *, on_status: bool) -> str:
+    """What happened and what to fix, for a request that failed (``on_status``: the commit
+    status request, the first of a report, where a 404 means the repository is wrong)."""
     s = client.settings
     forge = client.name
     thing = "repository" if s.kind is ForgeKind.GITHUB else "project"
     tries = f" after {error.attempts} attempts" if error.attempts > 1 else ""
     scope = (
-        "repo:status and pull-request write scope (fine-grained: Commit statuses and Pull requests: read and write)"
+        "repo:status and pull-request write scope "
+        "(fine-grained: Commit statuses and Pull requests: read and write)"
         if s.kind is ForgeKind.GITHUB
         else "the api scope and at least the Developer role on the project"
     )
     if error.kind == "http":
         status, detail = error.status or 0, error.detail
         if status == 401:
-            return f"{forge} refused the token (401: {detail}) while {action}: check {s.token_variable} is valid, not expired, and has {scope}"
+            return (
+                f"{forge} refused the token (401: {detail}) while {action}: check {s.token_variable} "
+                f"is valid, not expired, and has {scope}"
+            )
         if status == 403:
             return (
                 f"{forge} denied access (403: {detail}) while {action} on {s.project}: the token in "
                 f"{s.token_variable} needs {scope} (or the API's rate limit was hit)"
             )
-        if status == 404:
+        if status == 404 and on_status:
             return (
                 f"{forge} found no {thing} {s.project} (404: {detail}) while {action}: check "
                 f"{s.project_variable} and that the token in {s.token_variable} can see it"
             )
-        if status in (400, 422) and "status" in action:
+        if status == 404:
+            return (
+                f"{forge} answered 404 ({detail}) while {action}: check {s.project_variable} and that "
+                f"the token in {s.token_variable} can read and write {s.project}"
+            )
+        if status in (400, 422) and on_status:
             return (
                 f"{forge} rejected the commit status for {sha[:12]} ({status}: {detail}): is that commit "
                 f"pushed to {s.project}?"
             )
         if status >= 500:
-            return f"{forge} answered {status}{tries} while {action} ({detail}): the forge is having trouble; the next push reports again"
+            return (
+                f"{forge} answered {status}{tries} while {action} ({detail}): the forge is having "
+                "trouble; the next push reports again"
+            )
         return f"{forge} rejected the request ({status}: {detail}) while {action} on {s.project}"
     if error.kind == "timeout":
         return (
@@ -303,7 +316,7 @@ def _post_status(
     try:
         state = client.post_status(sha, phase, description, target_url)
     except ForgeRequestError as error:
-        report.warn(_explain(error, client, action, sha))
+        report.warn(_explain(error, client, action, sha, on_status=True))
         return None, not _stops_the_report(error)
     report.info(f"{client.name} {client.settings.project}: commit status {state} on {sha[:12]} ({description})")
     return StatusPosted(state, description, target_url), True
@@ -360,7 +373,7 @@ def _post_comment(
             action = f"editing the report comment {existing} on {noun} {request.url}"
             posted = client.update_comment(request, existing, body)
     except ForgeRequestError as error:
-        report.warn(_explain(error, client, action, sha))
+        report.warn(_explain(error, client, action, sha, on_status=False))
         return None
     verb: Literal["created", "updated"] = "created" if existing is None else "updated"
     report.info(f"{client.name} {s.project}: report comment {verb} on {noun} {request.url} ({posted.url})")

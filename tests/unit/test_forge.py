@@ -22,7 +22,8 @@ from defer_orchestration.forge import (
     report_final,
     report_pending,
 )
-from defer_orchestration.forge.github import next_link
+from defer_orchestration.forge.github import GitHubClient, next_link
+from defer_orchestration.forge.http import Deadline
 from defer_orchestration.forge.report import comment_body, is_ours, marker
 from defer_orchestration.lib.errors import ConfigurationError
 
@@ -299,6 +300,29 @@ def test_a_refused_status_does_not_stop_the_comment(fake_forge: FakeForge, kind:
 
     assert outcome.status is None and outcome.comment is not None
     assert "is that commit pushed to acme/shop?" in outcome.warnings[0]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_report_comment_gone_between_listing_and_editing_is_a_warning(fake_forge: FakeForge, kind: Kind) -> None:
+    s = settings(fake_forge, kind)
+    open_request(fake_forge, kind)
+    assert final(s).comment is not None
+    fake_forge.fail(kind, "edit_comment", 404)
+
+    outcome = final(s, "v2")
+
+    assert outcome.status is not None and outcome.comment is None
+    assert outcome.warnings[0].startswith(f"{'GitHub' if kind == 'github' else 'GitLab'} answered 404")
+    assert "editing the report comment" in outcome.warnings[0]
+
+
+def test_pagination_links_to_another_host_are_not_followed() -> None:
+    s = forge_settings_from_env({"DEFER_ORCH_GITHUB_REPOSITORY": "a/b", "DEFER_ORCH_GITHUB_TOKEN": "t0k"})
+    assert s is not None
+    client = GitHubClient(s, Deadline.after(1))
+    assert client.same_origin("https://api.github.com/repositories/1/issues/2/comments?page=2")
+    assert not client.same_origin("https://evil.example/api.github.com/x")
+    assert not client.same_origin("http://api.github.com/x")
 
 
 def test_gitlab_repeating_a_running_status_counts_as_posted(fake_forge: FakeForge) -> None:
