@@ -44,8 +44,10 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from defer_orchestration.lib.errors import (
+    ArtifactStoreError,
     ArtifactStoreUnavailableError,
     ConfigurationError,
+    DeferOrchestrationError,
     ManifestArtifactMissingError,
     ManifestChecksumError,
     ManifestError,
@@ -85,7 +87,8 @@ class ArtifactStore(Protocol):
     """Where production's artifacts are published and read back, by version.
 
     ``publish`` and ``fetch`` raise only :class:`ManifestError` subclasses, whose messages
-    say what to do; :class:`ArtifactStoreUnavailableError` when the store itself failed.
+    say what to do (:class:`ArtifactStoreUnavailableError` when the store itself failed),
+    and :class:`ConfigurationError` when a URL's fsspec backend is not installed.
     """
 
     @property
@@ -191,7 +194,7 @@ class FsspecArtifactStore:
         self.cache = Path(cache)
         self._options = dict(storage_options or {})
         self._fs: AbstractFileSystem | None = None
-        self._root = ""
+        self._fs_root = ""
 
     # --- addresses ---------------------------------------------------------------------------
     @property
@@ -206,6 +209,12 @@ class FsspecArtifactStore:
     def key_url(self, version: str, name: str) -> str:
         """The URL of one object of a version, as errors name it."""
         return f"{self.location(version)}/{name}"
+
+    @property
+    def _root(self) -> str:
+        """The store's root as the file system names it (``bucket/prefix``): known once it is open."""
+        self.fs  # noqa: B018  (opens it)
+        return self._fs_root
 
     def _key(self, version: str, name: str) -> str:
         return f"{self._root}/versions/{version}/{name}"
@@ -235,7 +244,7 @@ class FsspecArtifactStore:
                     f"{ENV_SETTING}={self.url} cannot be opened ({exc}): install {backend} in the "
                     "environment of every Dagster process, or point the setting at a directory."
                 ) from exc
-            self._fs, self._root = fs, str(root).rstrip("/")
+            self._fs, self._fs_root = fs, str(root).rstrip("/")
         return self._fs
 
     # --- publish --------------------------------------------------------------------------------
@@ -248,7 +257,7 @@ class FsspecArtifactStore:
             digests = _stage(sources, staging)
         except OSError as exc:
             shutil.rmtree(staging, ignore_errors=True)
-            raise ArtifactStoreUnavailableError(
+            raise ArtifactStoreError(
                 f"could not stage the artifacts under {self.cache} before uploading them to {self.url}: "
                 f"{exc.strerror or exc}; make DEFER_ORCH_HOME writable with room to spare. Nothing was "
                 "published: the previous manifest version stays the latest."
@@ -260,7 +269,7 @@ class FsspecArtifactStore:
         sizes = {name: (staging / name).stat().st_size for name in digests}
         try:
             self._upload(version, staging, digests, sizes)
-        except ManifestError:
+        except DeferOrchestrationError:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         except Exception as exc:  # noqa: BLE001  (any backend failure fails the publication)
@@ -308,12 +317,12 @@ class FsspecArtifactStore:
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
-        except ManifestError:
+        except DeferOrchestrationError:
             raise
         except OSError as exc:
             if not self._local_failure(exc):
                 self._unavailable("read production manifest version " + version[:12] + " from", exc)
-            raise ArtifactStoreUnavailableError(
+            raise ArtifactStoreError(
                 f"could not cache production manifest version {version[:12]} under {self.cache}: "
                 f"{exc.strerror or exc}; make DEFER_ORCH_HOME writable with room to spare, then rerun."
             ) from exc
@@ -374,7 +383,7 @@ class FsspecArtifactStore:
             found = [str(key) for key in fs.find(prefix.rstrip("/"))]
         except FileNotFoundError:
             return []
-        except ManifestError:
+        except DeferOrchestrationError:
             raise
         except Exception as exc:  # noqa: BLE001
             self._unavailable("list the versions of", exc)
