@@ -151,6 +151,10 @@ def _resource_type(node: Mapping[str, Any] | None, unique_id: str) -> str:
     return unique_id.split(".", 1)[0]
 
 
+def _materialized(node: Mapping[str, Any]) -> str:
+    return str((node.get("config") or {}).get("materialized") or "")
+
+
 def _names(values: Iterable[str]) -> str:
     items = list(values)
     shown = ", ".join(items[:6]) + (f" and {len(items) - 6} more" if len(items) > 6 else "")
@@ -177,16 +181,23 @@ class _Impact:
 
     # --- per side: which SQL, which relation --------------------------------------------
 
+    def trusted(self, unique_id: str) -> bool:
+        """Whether the branch's compiled SQL of a node is what the branch built: it built the
+        node, or the node is ephemeral (never built itself; compiled into its children)."""
+        if unique_id in self.built:
+            return True
+        node = _node(self.manifests["branch"], unique_id)
+        return node is not None and _materialized(node) == "ephemeral" and is_sql(node.get("compiled_code"))
+
     def _reads_prod(self, side: Side, unique_id: str) -> bool:
         """On the branch, a node it did not build is read from production (deferred)."""
-        return side == "prod" or unique_id not in self.built
+        return side == "prod" or not self.trusted(unique_id)
 
     def node(self, side: Side, unique_id: str) -> Mapping[str, Any] | None:
         """The node as ``side`` sees it (the branch sees production's for what it did not build)."""
         if self._reads_prod(side, unique_id):
-            return _node(self.manifests["prod"], unique_id) or (
-                _node(self.manifests["branch"], unique_id) if unique_id not in self.built else None
-            )
+            # a new node the branch failed to build: its SQL is all there is, for lineage only
+            return _node(self.manifests["prod"], unique_id) or _node(self.manifests["branch"], unique_id)
         return _node(self.manifests["branch"], unique_id)
 
     def warehouse_columns(self, side: Side, unique_id: str) -> list[tuple[str, str]] | None:
@@ -214,10 +225,12 @@ class _Impact:
                 return list(lineage.outputs)
         return None
 
-    def lineage(self, side: Side, unique_id: str, depth: int = 0) -> SqlLineage | str:
+    def lineage(
+        self, side: Side, unique_id: str, depth: int = 0, use_schema: bool = True
+    ) -> SqlLineage | str:
         """The node's analysed SQL on ``side``, or the reason it has none (memoised)."""
         key = (side, unique_id)
-        found = self._lineage.get(key)
+        found = self._lineage.get(key) if use_schema else None
         if found is not None:
             return found
         if key in self._in_progress:
@@ -234,13 +247,14 @@ class _Impact:
             try:
                 result = analyze_sql(
                     sql, self.dialect, self.index.resolve,
-                    lambda rel: self.column_names(side, rel, depth),
+                    lambda rel: self.column_names(side, rel, depth), use_schema,
                 )
             except SqlNotAnalyzable as exc:
                 result = str(exc)
             finally:
                 self._in_progress.discard(key)
-        self._lineage[key] = result
+        if use_schema:
+            self._lineage[key] = result
         return result
 
     def output_columns(self, unique_id: str) -> tuple[str, ...]:
@@ -310,7 +324,7 @@ class _Impact:
         lineage_out: dict[str, dict[str, tuple[str, ...]]] = {}
         impacted: list[Impacted] = []
         for uid in self.descendants(unique_id):
-            parents = {p: changes[p] for p in self.parent_map.get(uid, ()) if changes.get(p)}
+            parents = self._changed_parents(uid, changes)
             if not parents:
                 continue
             if uid.startswith("exposure."):
@@ -323,6 +337,25 @@ class _Impact:
                 shown = self.output_columns(uid) if STAR in cols else tuple(sorted(cols))
                 impacted.append(Impacted(uid, shown))
         return tuple(sorted(impacted, key=lambda i: i.unique_id)), lineage_out
+
+    def _changed_parents(
+        self, uid: str, changes: Mapping[str, frozenset[str]]
+    ) -> dict[str, frozenset[str]]:
+        """Changed columns of the parents a node's SQL reads: an ephemeral parent is inlined
+        as a CTE, so its own parents' columns are read too (dbt lists only the ephemeral)."""
+        found: dict[str, frozenset[str]] = {}
+        stack, seen = list(self.parent_map.get(uid, ())), set()
+        while stack:
+            parent = stack.pop()
+            if parent in seen:
+                continue
+            seen.add(parent)
+            if changes.get(parent):
+                found[parent] = changes[parent]
+            node = _node(self.manifests["branch"], parent)
+            if node is not None and _materialized(node) == "ephemeral":
+                stack.extend(self.parent_map.get(parent, ()))
+        return found
 
     def _child_changes(
         self, uid: str, parents: Mapping[str, frozenset[str]]
@@ -393,6 +426,10 @@ def _classify_sql(ctx: _Impact, uid: str) -> tuple[NodeImpact, dict[str, dict[st
             f"{side} SQL: {lin}" for side, lin in (("production", old), ("branch", new)) if isinstance(lin, str)
         )
         return NodeImpact(uid, "unknown", reason), {}
+    if old.schema_used != new.schema_used:  # compare like with like: both without columns
+        redone = ctx.lineage("prod" if old.schema_used else "branch", uid, use_schema=False)
+        if isinstance(redone, SqlLineage):
+            old, new = (redone, new) if old.schema_used else (old, redone)
     changes = _column_changes(
         old, new, ctx.warehouse_columns("prod", uid), ctx.warehouse_columns("branch", uid)
     )
@@ -414,7 +451,7 @@ def _classify_sql(ctx: _Impact, uid: str) -> tuple[NodeImpact, dict[str, dict[st
         what = _names(sorted(changed))
         reason = f"changes column(s) {what}, read by {len(impacted)} downstream node(s)"
         return NodeImpact(uid, "partial", reason, changes, impacted), lineage
-    return NodeImpact(uid, "non_breaking", _non_breaking_reason(changes, changed)), {}
+    return NodeImpact(uid, "non_breaking", _non_breaking_reason(changes, changed), changes), {}
 
 
 def _non_breaking_reason(changes: ColumnChanges, changed: Collection[str]) -> str:
@@ -457,7 +494,7 @@ def _classify(ctx: _Impact, uid: str) -> tuple[NodeImpact, dict[str, dict[str, t
     if prod_node is None:
         found = NodeImpact(uid, "non_breaking", f"new {kind}: absent from production, nothing reads it there")
         return found, {}
-    if uid not in ctx.built:
+    if not ctx.trusted(uid):
         reason = (
             "the branch did not build it (failed, skipped or not selected), so its compiled SQL "
             "and columns are not trusted; nothing is reported as removed"

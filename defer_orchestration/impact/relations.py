@@ -16,6 +16,9 @@ from typing import Any
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
+#: dbt names the CTE of an inlined ephemeral model ``__dbt__cte__<identifier>``.
+EPHEMERAL_PREFIX = "__dbt__cte__"
+
 #: Warehouse columns per relation: ``relation_key(...)`` -> ordered (column name, data type).
 Columns = Mapping[str, Sequence[tuple[str, str]]]
 
@@ -65,6 +68,10 @@ class RelationIndex:
         for manifest in manifests:
             for unique_id, node in _nodes(manifest):
                 name = node.get("relation_name")
+                if not name and (node.get("config") or {}).get("materialized") == "ephemeral":
+                    # inlined into its children as the CTE __dbt__cte__<identifier>
+                    cte = EPHEMERAL_PREFIX + str(node.get("alias") or node.get("name") or "").lower()
+                    self._full.setdefault((cte,), unique_id)
                 if not name:
                     continue
                 parts = relation_parts(str(name), dialect)
@@ -75,7 +82,8 @@ class RelationIndex:
         self._short = {key: next(iter(ids)) for key, ids in short.items() if len(ids) == 1}
 
     def resolve(self, parts: tuple[str, ...]) -> str | None:
-        """The unique_id of the node whose relation these parts name, or None."""
+        """The unique_id of the node whose relation these parts name (or whose ephemeral CTE
+        this one-part name is), or None."""
         found = self._full.get(parts)
         if found is None and len(parts) >= 2:
             found = self._short.get(parts[-2:])

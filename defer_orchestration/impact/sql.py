@@ -61,7 +61,7 @@ from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import Scope, build_scope
 from sqlglot.schema import MappingSchema
 
-from defer_orchestration.impact.relations import table_key
+from defer_orchestration.impact.relations import EPHEMERAL_PREFIX, table_key
 
 #: A base column: (relation id, column name). The relation id is a unique_id, or
 #: ``relation:<schema>.<name>`` for a table no manifest knows. Column ``*`` stands for
@@ -96,6 +96,7 @@ class SqlLineage:
     row_components: tuple[tuple[str, str], ...]  # sorted (clause, fingerprint) of every feeding scope
     row_reads: frozenset[ColumnRef]  # base columns read by a clause that decides rows
     reads: frozenset[ColumnRef]  # every base column referenced anywhere in the query
+    schema_used: bool = True  # False: no relation's columns were used (see analyze_sql)
 
     def sources_of(self, column: str) -> frozenset[ColumnRef]:
         """Base columns an output column derives from (an unexpanded star's when unknown)."""
@@ -128,8 +129,13 @@ class _Rows:
 class _Walker:
     """Fingerprints and sources of every scope of one qualified query, memoised per scope."""
 
-    def __init__(self, root: Scope, relation_of: Callable[[exp.Table], str]) -> None:
+    def __init__(
+        self, root: Scope, relation_of: Callable[[exp.Table], str],
+        known: Mapping[str, Sequence[str]], resolve: Callable[[tuple[str, ...]], str | None],
+    ) -> None:
         self._relation_of = relation_of
+        self._resolve = resolve
+        self._known = known  # relation id -> column names (for a star sqlglot left unexpanded)
         self._columns: dict[int, dict[str, _Col]] = {}
         self._rows: dict[int, _Rows] = {}
         self._subquery_scopes = {id(s.expression): s for s in root.traverse()}
@@ -166,14 +172,29 @@ class _Walker:
                 continue
             fps.append(col.fp)
             sources |= col.sources
+            ephemeral = self._ephemeral(source)
+            if ephemeral:  # dbt's lineage names the ephemeral model, not what it inlines
+                sources.add((ephemeral, name))
         if not fps:  # an unresolvable name (a lateral alias, a typo): compare by name
             fps.append(f"?{name}")
         return _Col("|".join(sorted(fps)), frozenset(sources))
 
+    def _ephemeral(self, scope: Scope) -> str | None:
+        """The unique_id of the ephemeral model a ``__dbt__cte__<name>`` CTE scope inlines."""
+        cte = scope.expression.parent
+        if not isinstance(cte, exp.CTE) or not cte.alias.lower().startswith(EPHEMERAL_PREFIX):
+            return None
+        return self._resolve((cte.alias.lower(),))
+
     # --- fingerprint of any expression ----------------------------------------------------
 
     def expr(self, scope: Scope, node: exp.Expr) -> _Col:
-        """Fingerprint and base sources of an expression of ``scope`` (not of its alias)."""
+        """Fingerprint and base sources of an expression of ``scope`` (not of its alias).
+
+        A bare column reference *is* the column it refers to, so passing a column through
+        one more CTE or subquery changes nothing."""
+        if isinstance(node, exp.Column) and not isinstance(node.this, exp.Star):
+            return self._column(scope, node)
         sources: set[ColumnRef] = set()
         text = self._canon(scope, node, sources)
         return _Col(_hash(text), frozenset(sources))
@@ -238,9 +259,15 @@ class _Walker:
         for source in chosen:
             if isinstance(source, exp.Table):
                 rel = self._relation_of(source)
-                self._merge_star(out, _Col(f"{rel}.{STAR}", frozenset({(rel, STAR)})))
+                for name in self._known.get(rel, ()):
+                    out.setdefault(name, _Col(f"{rel}.{name}", frozenset({(rel, name)})))
+                if rel not in self._known:
+                    self._merge_star(out, _Col(f"{rel}.{STAR}", frozenset({(rel, STAR)})))
                 continue
+            ephemeral = self._ephemeral(source)
             for name, col in self.columns(source).items():
+                if ephemeral:
+                    col = _Col(col.fp, col.sources | {(ephemeral, name)})
                 if name == STAR:
                     self._merge_star(out, col)
                 else:
@@ -401,16 +428,15 @@ def _replace_relations(
     tree: exp.Expr,
     resolve: Callable[[tuple[str, ...]], str | None],
     columns_of: Callable[[str], Sequence[str] | None],
-) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+) -> tuple[dict[str, str], dict[str, list[str]]]:
     """Replace each schema-qualified table by a placeholder named after its relation id.
 
     The table keeps its alias (or its own name as alias), so ``orders.id`` still resolves.
-    Returns placeholder -> relation id, and the qualify schema of the relations whose
-    columns are known.
+    Returns placeholder -> relation id, and relation id -> column names where known.
     """
     placeholders: dict[str, str] = {}
     by_relation: dict[str, str] = {}
-    schema: dict[str, dict[str, str]] = {}
+    known: dict[str, list[str]] = {}
     for table in list(tree.find_all(exp.Table)):
         if not table.args.get("db") or not isinstance(table.this, exp.Identifier):
             continue
@@ -420,12 +446,12 @@ def _replace_relations(
         if placeholder is None:
             placeholder = by_relation[relation] = f"__rel_{len(by_relation)}"
             placeholders[placeholder] = relation
-            known = columns_of(relation)
-            if known:
-                schema[placeholder] = {name.lower(): "UNKNOWN" for name in known}
+            found = columns_of(relation)
+            if found:
+                known[relation] = [name.lower() for name in found]
         alias = table.args.get("alias") or exp.TableAlias(this=table.this.copy())
         table.replace(exp.Table(this=exp.to_identifier(placeholder), alias=alias.copy()))
-    return placeholders, schema
+    return placeholders, known
 
 
 def analyze_sql(
@@ -433,33 +459,41 @@ def analyze_sql(
     dialect: str,
     resolve: Callable[[tuple[str, ...]], str | None],
     columns_of: Callable[[str], Sequence[str] | None],
+    use_schema: bool = True,
 ) -> SqlLineage:
     """Lineage, fingerprints and row components of one compiled query.
 
     ``resolve`` maps a table reference's lower-cased parts to a unique_id (None: not a
     manifest node); ``columns_of`` gives a relation's column names when known, so that
-    ``select *`` expands. Raises :class:`SqlNotAnalyzable` with the reason.
+    ``select *`` expands. When the query references a column those lists lack, it is
+    resolved again without them (``schema_used`` False). Raises :class:`SqlNotAnalyzable`
+    with the reason.
     """
     tree = _parse(sql, dialect)
-    placeholders, schema = _replace_relations(tree, resolve, columns_of)
+    placeholders, known = _replace_relations(tree, resolve, columns_of if use_schema else _unknown)
+    by_relation = {relation: placeholder for placeholder, relation in placeholders.items()}
+    schema = {by_relation[rel]: {name: "UNKNOWN" for name in cols} for rel, cols in known.items()}
+    schema_used = bool(known)
     try:
-        qualified = qualify(
-            tree, dialect=dialect, schema=MappingSchema(dict(schema), dialect=dialect),
-            validate_qualify_columns=False, identify=True,
-        )
-        root = build_scope(qualified)
+        qualified = _qualify(tree.copy() if known else tree, dialect, schema)
     except SqlglotError as exc:
-        raise SqlNotAnalyzable(
-            f"sqlglot cannot resolve its columns: {_first_line(exc)} (the columns of a relation it "
-            "reads may be unknown: pass them in `columns`)"
-        ) from exc
+        if not known:
+            raise SqlNotAnalyzable(f"sqlglot cannot resolve its columns: {_first_line(exc)}") from exc
+        # A column the known columns of its relation lack (the branch dropped it, or the
+        # warehouse is stale): resolve the query without them rather than not at all.
+        schema_used, known = False, {}
+        try:
+            qualified = _qualify(tree, dialect, {})
+        except SqlglotError as exc2:
+            raise SqlNotAnalyzable(f"sqlglot cannot resolve its columns: {_first_line(exc2)}") from exc2
+    root = build_scope(qualified)
     if root is None:
         raise SqlNotAnalyzable("sqlglot found no query scope in it")
 
     def relation_of(table: exp.Table) -> str:
         return placeholders.get(table.name) or "relation:" + ".".join(table_key(table)[-2:])
 
-    walker = _Walker(root, relation_of)
+    walker = _Walker(root, relation_of, known, resolve)
     try:
         cols = walker.columns(root)
         rows = walker.rows(root)
@@ -474,6 +508,19 @@ def analyze_sql(
         row_components=tuple(sorted(rows.components)),
         row_reads=rows.reads,
         reads=reads,
+        schema_used=schema_used,
+    )
+
+
+def _unknown(relation: str) -> None:
+    return None
+
+
+def _qualify(tree: exp.Expr, dialect: str, schema: dict[str, dict[str, str]]) -> exp.Expr:
+    """sqlglot's qualify: normalised identifiers, qualified columns, stars expanded if known."""
+    return qualify(
+        tree, dialect=dialect, schema=MappingSchema(dict(schema), dialect=dialect),
+        validate_qualify_columns=False, identify=True,
     )
 
 
