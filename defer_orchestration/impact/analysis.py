@@ -298,23 +298,45 @@ class _Impact:
             for uid in sorted(self.descendants(unique_id))
         )
 
-    def may_read(self, parent: str, columns: Collection[str]) -> list[str]:
-        """Direct children that reference (or may reference) any of ``columns`` of ``parent``."""
+    def may_read(self, parent: str, columns: Collection[str], seen: set[str] | None = None) -> list[str]:
+        """Downstream nodes that reference (or may reference) ``columns`` of ``parent`` after
+        the branch removed them: its children that name them, or whose lineage is unknown,
+        exposures, and, through a child's ``select *`` that loses them too, its readers."""
+        if not columns:
+            return []
+        seen = set() if seen is None else seen
         readers = []
         for child in sorted(self.child_map.get(parent, ())):
             kind = child.split(".", 1)[0]
             if kind == "exposure":
                 readers.append(child)
                 continue
-            if kind not in _ANALYSED_TYPES:
+            if kind not in _ANALYSED_TYPES or child in seen:
                 continue
+            seen.add(child)
             lineage = self.lineage("branch", child)
             if not isinstance(lineage, SqlLineage):
                 self.notes.setdefault(child, f"lineage unknown ({lineage}); treated as reading every column")
                 readers.append(child)
             elif any(ref[0] == parent and (ref[1] in columns or ref[1] == STAR) for ref in lineage.reads):
                 readers.append(child)
+            else:
+                readers += self.may_read(child, self._lost_with(child, parent, columns, lineage), seen)
         return readers
+
+    def _lost_with(
+        self, child: str, parent: str, columns: Collection[str], branch: SqlLineage
+    ) -> list[str]:
+        """Columns of ``child`` that passed ``columns`` of ``parent`` through in production
+        (a ``select *``) and are gone from it on the branch."""
+        prod = self.lineage("prod", child)
+        if not isinstance(prod, SqlLineage):
+            return []
+        gone = {(parent, c) for c in columns}
+        return [
+            c for c in prod.outputs
+            if c not in branch.outputs and c != STAR and gone & prod.sources_of(c)
+        ]
 
     def propagate(
         self, unique_id: str, changed: frozenset[str]

@@ -77,7 +77,7 @@ _NOT_ROW_ARGS = frozenset(
     {"expressions", "with", "with_", "from", "from_", "joins", "order", "hint", "distinct", "kind"}
 )
 _LIMIT_ARGS = ("limit", "offset", "fetch")
-# The base class of syntax nodes: ``Expr`` since sqlglot 28-ish, ``Expression`` before.
+# The base class of syntax nodes: ``Expr`` in sqlglot 30, ``Expression`` in 25 and 26 (tested).
 _NODE: type[exp.Expr] = getattr(exp, "Expr", None) or exp.Expression
 
 
@@ -396,7 +396,8 @@ def _aggregates(projection: exp.Expr) -> bool:
 
 
 def _set_members(scope: Scope) -> list[Scope]:
-    """The member scopes of a set operation (named ``union_scopes`` before sqlglot 25.x)."""
+    """The member scopes of a set operation (``set_operation_scopes`` in sqlglot 30,
+    ``union_scopes`` in 25 and 26, both tested)."""
     members = getattr(scope, "set_operation_scopes", None)
     if members is None:
         members = getattr(scope, "union_scopes", [])

@@ -474,3 +474,17 @@ def test_a_modified_ephemeral_model_is_classified_and_followed_into_its_children
     node = only(report)
     assert (node.category, node.columns.changed) == ("partial", ("amount_cents",))
     assert impacted(node) == {"model.shop.paid_summary": ["total"]}
+
+
+def test_a_column_dropped_through_a_downstream_select_star_is_breaking_for_its_reader() -> None:
+    """stg_customers drops email; customer_wide passes it through with select * (so the branch's
+    customer_wide SQL never names it); mailing reads customer_wide.email."""
+    base = dict(
+        BASE,
+        customer_wide="select * from {r:stg_customers}",
+        mailing="select id, email from {r:customer_wide}",
+    )
+    node = only(run({"stg_customers": "select id, name from {s:raw.customers}"}, ["stg_customers"], base=base))
+    assert node.category == "breaking"
+    assert "model.shop.mailing" in node.reason
+    assert node.columns.removed == ("email",)
