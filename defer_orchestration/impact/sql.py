@@ -450,8 +450,8 @@ def _replace_relations(
             found = columns_of(relation)
             if found:
                 known[relation] = [name.lower() for name in found]
-        alias = table.args.get("alias") or exp.TableAlias(this=table.this.copy())
-        table.replace(exp.Table(this=exp.to_identifier(placeholder), alias=alias.copy()))
+        alias = table.args.get("alias") or exp.TableAlias(this=table.this)  # the old node is dropped
+        table.replace(exp.Table(this=exp.to_identifier(placeholder), alias=alias))
     return placeholders, known
 
 
@@ -472,21 +472,21 @@ def analyze_sql(
     """
     tree = _parse(sql, dialect)
     placeholders, known = _replace_relations(tree, resolve, columns_of if use_schema else _unknown)
-    by_relation = {relation: placeholder for placeholder, relation in placeholders.items()}
-    schema = {by_relation[rel]: {name: "UNKNOWN" for name in cols} for rel, cols in known.items()}
-    schema_used = bool(known)
     try:
-        qualified = _qualify(tree.copy() if known else tree, dialect, schema)
+        qualified = _qualify(tree, dialect, placeholders, known)
     except SqlglotError as exc:
         if not known:
             raise SqlNotAnalyzable(f"sqlglot cannot resolve its columns: {_first_line(exc)}") from exc
         # A column the known columns of its relation lack (the branch dropped it, or the
         # warehouse is stale): resolve the query without them rather than not at all.
-        schema_used, known = False, {}
+        # (Parsing again is cheaper than copying every tree in case this happens.)
+        tree = _parse(sql, dialect)
+        placeholders, known = _replace_relations(tree, resolve, _unknown)
         try:
-            qualified = _qualify(tree, dialect, {})
+            qualified = _qualify(tree, dialect, placeholders, known)
         except SqlglotError as exc2:
             raise SqlNotAnalyzable(f"sqlglot cannot resolve its columns: {_first_line(exc2)}") from exc2
+    schema_used = bool(known)
     root = build_scope(qualified)
     if root is None:
         raise SqlNotAnalyzable("sqlglot found no query scope in it")
@@ -517,8 +517,12 @@ def _unknown(relation: str) -> None:
     return None
 
 
-def _qualify(tree: exp.Expr, dialect: str, schema: dict[str, dict[str, str]]) -> exp.Expr:
+def _qualify(
+    tree: exp.Expr, dialect: str, placeholders: Mapping[str, str], known: Mapping[str, Sequence[str]]
+) -> exp.Expr:
     """sqlglot's qualify: normalised identifiers, qualified columns, stars expanded if known."""
+    by_relation = {relation: placeholder for placeholder, relation in placeholders.items()}
+    schema = {by_relation[rel]: {name: "UNKNOWN" for name in cols} for rel, cols in known.items()}
     return qualify(
         tree, dialect=dialect, schema=MappingSchema(dict(schema), dialect=dialect),
         validate_qualify_columns=False, identify=True,

@@ -146,3 +146,9 @@ def test_a_column_missing_from_the_known_columns_is_resolved_without_them() -> N
     found = lineage('select o.id, o.dropped from "warehouse"."main"."orders" o')
     assert found.schema_used is False
     assert found.sources["dropped"] == frozenset({(O, "dropped")})
+
+
+@pytest.mark.parametrize("dialect", ["duckdb", "postgres"])
+def test_an_unaliased_relation_is_still_referenced_by_its_name(dialect: str) -> None:
+    found = lineage('select orders.id, "orders".amount from "warehouse"."main"."orders"', dialect)
+    assert found.sources == {"id": frozenset({(O, "id")}), "amount": frozenset({(O, "amount")})}
