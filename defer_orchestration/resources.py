@@ -36,6 +36,8 @@ definitions themselves need (sensor interval, schedule).
 | DEFER_ORCH_PUBLISH_ON         | ``success`` (or ``models_built``)               |
 | DEFER_ORCH_SENSOR_INTERVAL_S  | 30 (minimum seconds between sensor ticks)       |
 | DEFER_ORCH_PROD_CRON          | ``0 3 * * *`` (UTC) of ``prod_build_schedule``  |
+| DEFER_ORCH_GITHUB_* /         | empty: the forge branch runs report to (status, |
+| DEFER_ORCH_GITLAB_*, ..._FAIL_ON | one comment); see ``defer_orchestration/forge``|
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ from defer_orchestration import constants as c
 from defer_orchestration.lib import git
 from defer_orchestration.lib.errors import ConfigurationError
 from defer_orchestration.dbt.args import parse_prod_commands, parse_vars
+from defer_orchestration.forge import ForgeSettings, forge_settings_from_env
+from defer_orchestration.forge import settings as forge_env
 from defer_orchestration.lib.settings import PublishOn, RepoSettings, Settings
 from defer_orchestration.warehouse import Warehouse, open_warehouse
 
@@ -210,6 +214,29 @@ class BranchCiSettings(dg.ConfigurableResource):
         description="DEFER_ORCH_SCHEMA_TTL_DAYS: branch schemas idle longer are dropped.",
     )
 
+    # Reporting to the pull request (forge/): a commit status and one comment per branch.
+    github_repository: str = Field(default="", description="DEFER_ORCH_GITHUB_REPOSITORY: owner/name to report to.")
+    github_token: str = Field(default="", description="DEFER_ORCH_GITHUB_TOKEN: its token (never logged).")
+    github_api_url: str = Field(default="", description="DEFER_ORCH_GITHUB_API_URL: empty for https://api.github.com.")
+    gitlab_project: str = Field(default="", description="DEFER_ORCH_GITLAB_PROJECT: project id or group/name.")
+    gitlab_token: str = Field(default="", description="DEFER_ORCH_GITLAB_TOKEN: its token (never logged).")
+    gitlab_api_url: str = Field(default="", description="DEFER_ORCH_GITLAB_API_URL: empty for https://gitlab.com/api/v4.")
+    dagster_url: str = Field(default="", description="DEFER_ORCH_DAGSTER_URL: the webserver the status links to.")
+    fail_on: str = Field(
+        default="", description="DEFER_ORCH_FAIL_ON: 'breaking' fails the commit status on a breaking change "
+        "that reaches a downstream model or exposure (the run itself still succeeds).",
+    )
+    forge_timeout: str = Field(default="", description="DEFER_ORCH_FORGE_TIMEOUT: seconds per request (10).")
+    forge_budget: str = Field(default="", description="DEFER_ORCH_FORGE_BUDGET: seconds per report, retries included (30).")
+
+    def forge(self) -> ForgeSettings | None:
+        """The forge branch runs report to; None when none is configured (a half
+        configuration is a ConfigurationError naming what to set)."""
+        return forge_settings_from_env({
+            env: str(getattr(self, field)) for field, (env, _) in _forge_env_fields().items()
+            if getattr(self, field)
+        })
+
     def include_patterns(self) -> tuple[str, ...]:
         """Include globs as a tuple."""
         return tuple(p.strip() for p in self.branch_include.split(",") if p.strip())
@@ -288,6 +315,21 @@ def _branch_env_fields() -> dict[str, tuple[str, Any]]:
     }
 
 
+def _forge_env_fields() -> dict[str, tuple[str, Any]]:
+    return {
+        "github_repository": (forge_env.GITHUB_REPOSITORY, ""),
+        "github_token": (forge_env.GITHUB_TOKEN, ""),
+        "github_api_url": (forge_env.GITHUB_API_URL, ""),
+        "gitlab_project": (forge_env.GITLAB_PROJECT, ""),
+        "gitlab_token": (forge_env.GITLAB_TOKEN, ""),
+        "gitlab_api_url": (forge_env.GITLAB_API_URL, ""),
+        "dagster_url": (forge_env.DAGSTER_URL, ""),
+        "fail_on": (forge_env.FAIL_ON, ""),
+        "forge_timeout": (forge_env.FORGE_TIMEOUT, ""),
+        "forge_budget": (forge_env.FORGE_BUDGET, ""),
+    }
+
+
 def _from_env(fields: dict[str, tuple[str, Any]], resolve: bool) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for field, (name, default) in fields.items():
@@ -324,7 +366,9 @@ def settings_from_env(*, resolve: bool = False) -> DeferOrchSettings:
 
 def branch_settings_from_env(*, resolve: bool = False) -> BranchCiSettings:
     """Branch CI settings as configured by the environment (see :func:`settings_from_env`)."""
-    return BranchCiSettings(**_from_env(_branch_env_fields(), resolve))
+    # A half-configured forge is refused when the definitions load, not at the first push.
+    forge_settings_from_env(os.environ)
+    return BranchCiSettings(**_from_env({**_branch_env_fields(), **_forge_env_fields()}, resolve))
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from typing import Any
 from defer_orchestration import constants as c
 from defer_orchestration.branch.checkout import branch_checkout, branch_dbt_paths, mirror_dir
 from defer_orchestration.branch.comparison import choose_comparison, parse_commit_manifest
+from defer_orchestration.branch.impact import column_impact
 from defer_orchestration.branch.reasons import Reason, selection_reasons
 from defer_orchestration.branch.preflight import (
     branch_relations,
@@ -65,7 +66,7 @@ from defer_orchestration.warehouse.base import Warehouse
 PHASES = (
     "resolve_manifest", "git_mirror", "comparison", "checkout", "register_schema", "parse",
     "read_artifacts", "isolate", "preview", "why_selected", "preflight", "build", "dbt_session_exit", "summary",
-    "data_diff", "cleanup",
+    "data_diff", "impact", "cleanup",
 )
 
 
@@ -95,8 +96,12 @@ def run_branch_build(
     clock: Callable[[], float] = time.time,
     published_for_commit: Callable[[str], PublishedManifest | None] = lambda sha: None,
     phases: Phases | None = None,
+    on_commit: Callable[[str], None] | None = None,
 ) -> BranchBuildReport:
     """Build ``request.branch`` slim into its own schema, deferring to ``published``.
+
+    ``on_commit`` is called with the commit's sha as soon as it is known (the forge's
+    pending status goes out from there).
 
     With ``published`` None (no production manifest and ``on_missing_state=full_build``)
     the whole project is built with no deferral. ``phases`` collects stage timings (a
@@ -117,6 +122,8 @@ def run_branch_build(
             retry = load_retry(settings, request.retry_of_run_id) if request.retry_of_run_id else None
             sha = git.resolve_commit(mirror, (retry.sha if retry else "") or request.sha or f"refs/heads/{request.branch}")
         log.info(f"branch {request.branch!r} at {sha} builds into schema {schema}")
+        if on_commit is not None:
+            on_commit(sha)
         with phases.phase("comparison"):
             plan = plan_states(request, settings, repo, mirror, sha, retry, published, clock, published_for_commit)
         commands += [plan.parse] if plan.parse else []
@@ -359,6 +366,17 @@ def _build_checkout(
         diffs, diff_error = _impact(
             settings.warehouse, schema, request.diff_settings(), built, branch_manifest, prod_manifest
         )
+    with phases.phase("impact"):
+        # After the build, the branch's manifest holds the compiled SQL of what it built.
+        built_manifest = (
+            artifacts.load_json(paths.target_path / "manifest.json", what="branch manifest after the build")
+            if build is not None and (paths.target_path / "manifest.json").is_file() else branch_manifest
+        )
+        impact, impact_error = column_impact(
+            settings.warehouse, schema, reasons=reasons, built=built, branch_manifest=built_manifest,
+            branch_results=run_results, prod_manifest=prod_manifest if plan.published else {},
+            prod_results=prod_results if plan.published else {},
+        )
     return BranchBuildReport(
         branch=request.branch, sha=plan.sha, schema=schema, summary=summary, manifest=plan.published,
         state_note=plan.note, warnings=warnings, cloned=cloned, diffs=diffs, diff_error=diff_error,
@@ -367,6 +385,7 @@ def _build_checkout(
         dbt_output_tail=build.tail(40) if build else "", run_results=run_results,
         known_failures=frozenset(plan.published.failing_tests if plan.published else ()),
         isolation=isolation, reasons=reasons, reasons_error=reasons_error, branch_manifest=branch_manifest,
+        impact=impact, impact_error=impact_error,
     )
 
 

@@ -75,6 +75,13 @@ class PrReport(TypedDict):
     diff_headline: str | None
     diff_markdown: str | None
     diff_error: str | None
+    # Column-level impact (impact/): one entry per modified node, see ``NodeImpact.to_dict``;
+    # None when nothing was compared with production.
+    impact: list[dict[str, Any]] | None
+    # impacted node -> its column -> the changed columns ("<unique_id>.<column>") it derives from
+    impact_lineage: dict[str, dict[str, list[str]]]
+    impact_notes: list[str]
+    impact_error: str | None
 
 
 # --- building ------------------------------------------------------------------------------
@@ -146,6 +153,13 @@ def build_pr_report(
         "diff_headline": diff_report.headline(report.diffs) if report.diffs is not None else None,
         "diff_markdown": diff_report.to_markdown(report.diffs) if report.diffs is not None else None,
         "diff_error": report.diff_error,
+        "impact": report.impact.impact() if report.impact is not None else None,
+        "impact_lineage": (
+            {uid: {col: list(refs) for col, refs in cols.items()} for uid, cols in report.impact.lineage.items()}
+            if report.impact is not None else {}
+        ),
+        "impact_notes": list(report.impact.notes) if report.impact is not None else [],
+        "impact_error": report.impact_error,
     }
 
 
@@ -200,9 +214,16 @@ def _seconds(value: float) -> str:
 _MERMAID_UNSAFE = re.compile(r"[^A-Za-z0-9_]")
 _CLASSES = {
     "changed": "fill:#ffd8a8,stroke:#e8590c,stroke-width:2px,color:#000",
+    "breaking": "fill:#ffc9c9,stroke:#c92a2a,stroke-width:3px,color:#000",
+    "partial": "fill:#ffd8a8,stroke:#e8590c,stroke-width:2px,color:#000",
+    "non_breaking": "fill:#d3f9d8,stroke:#2b8a3e,stroke-width:2px,color:#000",
+    "unknown": "fill:#e7f5ff,stroke:#1c7ed6,stroke-width:2px,color:#000",
+    "impacted": "fill:#fff3bf,stroke:#c92a2a,stroke-width:2px,color:#000",
     "downstream": "fill:#fff3bf,stroke:#f08c00,color:#000",
     "deferred": "fill:#e9ecef,stroke:#868e96,stroke-dasharray:4 3,color:#000",
 }
+#: Roles of the changed nodes (orange without impact data, by category with it).
+_CHANGED_ROLES = frozenset({"changed", "breaking", "partial", "non_breaking", "unknown"})
 
 
 def mermaid_id(unique_id: str, taken: dict[str, str]) -> str:
@@ -217,23 +238,36 @@ def mermaid_id(unique_id: str, taken: dict[str, str]) -> str:
     return candidate
 
 
-def _label(unique_id: str) -> str:
-    """``name (type)`` in mermaid's quoted label syntax, quotes and brackets as entities."""
+def _label(unique_id: str, note: str = "") -> str:
+    """``name (type)`` (`` · note``) in mermaid's quoted label syntax, quotes and brackets
+    as entities."""
     parts = unique_id.split(".")
     text = f"{parts[-1]} ({parts[0]})" if len(parts) > 1 else unique_id
+    text += f" · {note}" if note else ""
     for char, entity in (("&", "#amp;"), ('"', "#quot;"), ("<", "#lt;"), (">", "#gt;")):
         text = text.replace(char, entity)
     return f'"{text}"'
 
 
 def _graph_roles(report: PrReport) -> dict[str, str]:
-    """unique_id -> changed / downstream / deferred for every graph-worthy node (no tests)."""
+    """unique_id -> changed / downstream / deferred for every graph-worthy node (no tests);
+    with column-level impact, a changed node's role is its category and a downstream node
+    some change reaches is ``impacted``."""
+    impact = report.get("impact") or []
+    categories = {e["unique_id"]: str(e["category"]) for e in impact}
+    impacted = {i["unique_id"] for e in impact for i in e.get("impacted") or []}
     roles: dict[str, str] = {}
     for entry in report["selected"]:
-        if entry["unique_id"].split(".", 1)[0] in TEST_TYPES:
+        uid = entry["unique_id"]
+        if uid.split(".", 1)[0] in TEST_TYPES:
             continue
         kinds = {r["kind"] for r in entry["reasons"]}
-        roles[entry["unique_id"]] = "downstream" if kinds == {"downstream"} else "changed"
+        if kinds != {"downstream"}:
+            roles[uid] = categories.get(uid, "changed")
+        else:
+            roles[uid] = "impacted" if uid in impacted else "downstream"
+    for uid in impacted:  # an exposure (never selected) that a change reaches
+        roles.setdefault(uid, "impacted")
     for d in report["deferred"]:
         roles.setdefault(d["unique_id"], "deferred")
     return roles
@@ -246,7 +280,7 @@ def _graph_order(roles: Mapping[str, str], edges: Sequence[Sequence[str]]) -> li
     for parent, child in edges:
         neighbours.setdefault(parent, []).append(child)
         neighbours.setdefault(child, []).append(parent)
-    order = [uid for uid, role in roles.items() if role == "changed"]
+    order = [uid for uid, role in roles.items() if role in _CHANGED_ROLES]
     seen = set(order)
     i = 0
     while i < len(order):
@@ -278,11 +312,14 @@ def mermaid_lineage(report: PrReport, *, max_nodes: int = 120, max_edges: int = 
     taken: dict[str, str] = {}
     ids = {uid: mermaid_id(uid, taken) for uid in shown}
     lines = ["flowchart LR"]
-    lines += [f"  {ids[uid]}[{_label(uid)}]" for uid in shown]
+    notes = {"breaking": "breaking", "partial": "partial", "non_breaking": "non-breaking", "unknown": "unknown"}
+    lines += [f"  {ids[uid]}[{_label(uid, notes.get(roles[uid], ''))}]" for uid in shown]
     edges = [(p, c) for p, c in report["edges"] if p in members and c in members]
     lines += [f"  {ids[p]} --> {ids[c]}" for p, c in edges[: max(max_edges, 0)]]
+    used = {roles[uid] for uid in shown}
     for role, style in _CLASSES.items():
-        lines.append(f"  classDef {role} {style}")
+        if role in used or role in ("changed", "downstream", "deferred"):
+            lines.append(f"  classDef {role} {style}")
     for role in _CLASSES:
         members_of = [ids[uid] for uid in shown if roles[uid] == role]
         for start in range(0, len(members_of), 40):  # short lines for the diff view
@@ -395,13 +432,115 @@ def _graph(report: PrReport, cap: int) -> list[str]:
     if not report["selected"] and not report["deferred"]:
         return []
     graph, cut, edges_cut = mermaid_lineage(report, max_nodes=cap)
-    lines = ["### Lineage", "",
-             "Changed nodes (orange), their descendants built here (yellow) and the parents "
-             "read from production (grey, dashed); tests left out.", "", "```mermaid", graph, "```"]
+    legend = (
+        "Changed nodes by category (breaking red, partial orange, non-breaking green, unknown "
+        "blue), descendants a change reaches (yellow, red border) or not (yellow), and the "
+        "parents read from production (grey, dashed); tests left out."
+        if report.get("impact") else
+        "Changed nodes (orange), their descendants built here (yellow) and the parents "
+        "read from production (grey, dashed); tests left out."
+    )
+    lines = ["### Lineage", "", legend, "", "```mermaid", graph, "```"]
     if cut:
         lines += ["", f"Graph capped at {cap:,} nodes: {_more(cut, 'nodes')} not drawn."]
     if edges_cut:
         lines += ["", f"{_more(edges_cut, 'edges')} between the drawn nodes not drawn."]
+    return lines
+
+
+_CATEGORY_TITLES = {
+    "breaking": "🔴 breaking", "partial": "🟠 partial", "non_breaking": "🟢 non-breaking",
+    "unknown": "⚪ unknown",
+}
+_CATEGORY_ORDER = ("breaking", "partial", "unknown", "non_breaking")
+
+
+def _column_changes(columns: Mapping[str, Any]) -> str:
+    """``changed: a, b · removed: c · renamed: d → e · retyped: f (INT → TEXT)``."""
+    parts: list[str] = []
+    for key in ("removed", "renamed", "retyped", "changed", "added"):
+        values = columns.get(key) or []
+        if not values:
+            continue
+        if key == "renamed":  # [{"from", "to"}]
+            shown = [f"{_code(str(v['from']))} → {_code(str(v['to']))}" for v in values[:8]]
+        elif key == "retyped":  # [{"column", "prod_type", "branch_type"}]
+            shown = [f"{_code(str(v['column']))} ({_cell(v['prod_type'])} → {_cell(v['branch_type'])})"
+                     for v in values[:8]]
+        else:
+            shown = [_code(str(v)) for v in values[:8]]
+        more = f" {_more(len(values) - 8, '')}".rstrip() if len(values) > 8 else ""
+        parts.append(f"{key}: {', '.join(shown)}{more}")
+    return " · ".join(parts) or "—"
+
+
+def _contract_text(contract: Mapping[str, Any]) -> str:
+    """dbt's verdict on a contract change, in words."""
+    if not contract.get("breaking"):
+        return "contract changed (dbt: not a breaking change)"
+    severity = "an error (versioned model)" if contract.get("severity") == "error" else "a warning"
+    changes = "; ".join(str(c) for c in contract.get("breaking_changes") or [])
+    return f"contract: dbt reports a breaking change as {severity}: {changes}"
+
+
+def _impacted_cell(entry: Mapping[str, Any], cap: int) -> str:
+    impacted = entry.get("impacted") or []
+    if not impacted:
+        return "nothing downstream"
+    shown = []
+    for item in impacted[:cap]:
+        cols = item.get("columns") or []
+        what = ", ".join(_code(str(col)) for col in cols[:6]) + (" …" if len(cols) > 6 else "")
+        shown.append(_code(item["unique_id"]) + (f" ({what})" if what else ""))
+    more = f", {_more(len(impacted) - cap, 'nodes')}" if len(impacted) > cap else ""
+    return "<br>".join(shown) + more
+
+
+def _impact(report: PrReport, cap: int) -> list[str]:
+    """Each modified node's category, what changed in its columns and what that reaches
+    downstream, then the column lineage behind it (folded)."""
+    impact = report.get("impact")
+    error = report.get("impact_error")
+    if impact is None:
+        return ["### Impact downstream (column level)", "", _cell(error)] if error else []
+    lines = ["### Impact downstream (column level)", ""]
+    if not impact:
+        return lines + ["No modified model to compare with production."]
+    counts = {cat: sum(1 for e in impact if e["category"] == cat) for cat in _CATEGORY_ORDER}
+    lines.append(" · ".join(
+        (f"**{counts[cat]:,} {_CATEGORY_TITLES[cat]}**" if cat == "breaking" and counts[cat] else
+         f"{counts[cat]:,} {_CATEGORY_TITLES[cat]}")
+        for cat in _CATEGORY_ORDER
+    ))
+    lines += ["", "| modified | category | columns | impacted downstream | why |", "|---|---|---|---|---|"]
+    ordered = sorted(impact, key=lambda e: (_CATEGORY_ORDER.index(e["category"]) if e["category"] in
+                                            _CATEGORY_ORDER else 9, e["unique_id"]))
+    for entry in ordered[:cap]:
+        reason = str(entry.get("reason") or "")
+        contract = entry.get("contract")
+        if contract:
+            reason += " · " + _contract_text(contract)
+        lines.append(
+            f"| {_code(entry['unique_id'])} | {_CATEGORY_TITLES.get(entry['category'], _cell(entry['category']))} "
+            f"| {_column_changes(entry.get('columns') or {})} | {_impacted_cell(entry, max(cap // 2, 3))} "
+            f"| {_cell(reason)} |"
+        )
+    if len(ordered) > cap:
+        lines.append(f"| {_more(len(ordered) - cap, 'modified nodes')} | | | | |")
+    lineage = report.get("impact_lineage") or {}
+    if lineage:
+        rows = ["| impacted node | column | derives from changed |", "|---|---|---|"]
+        pairs = [(uid, col, refs) for uid, cols in lineage.items() for col, refs in cols.items()]
+        for uid, col, refs in pairs[: cap * 8]:
+            shown = ", ".join(_code(r) for r in refs[:6]) + (" …" if len(refs) > 6 else "")
+            rows.append(f"| {_code(uid)} | {_code(col)} | {shown} |")
+        if len(pairs) > cap * 8:
+            rows.append(f"| {_more(len(pairs) - cap * 8, 'columns')} | | |")
+        lines += ["", *_fold(f"Column lineage of the impacted nodes ({len(pairs):,} columns)", rows)]
+    notes = report.get("impact_notes") or []
+    if notes:
+        lines += ["", *_fold(f"{len(notes):,} node(s) whose lineage is unknown",
+                             [f"- {_cell(n)}" for n in notes[:cap]])]
     return lines
 
 
@@ -454,12 +593,32 @@ def _sections(report: PrReport, scales: Sequence[float]) -> list[str]:
     sections = [
         _headline(report),
         _failures(report, n(20, failures, 1), n(2_000, failures, 200)),
+        _impact(report, n(25, why, 4)),
         _why(report, n(25, why, 4)),
         _graph(report, n(120, graph, 20)),
         _diff(report, n(20_000, diff, 500)),
         _deferred(report, n(100, deferred, 5)),
     ]
     return ["\n".join(s).strip("\n") for s in sections if s]
+
+
+def impact_headline(impact: Sequence[Mapping[str, Any]]) -> str:
+    """One line: how many modified nodes fall in each category, and what breaking reaches."""
+    if not impact:
+        return "column-level impact: no modified model compared with production"
+    counts = {cat: sum(1 for e in impact if e["category"] == cat) for cat in _CATEGORY_ORDER}
+    reached = sorted({i["unique_id"] for e in impact if e["category"] == "breaking" for i in e.get("impacted") or []})
+    text = "column-level impact: " + ", ".join(f"{n} {cat.replace('_', '-')}" for cat, n in counts.items() if n)
+    return text + (f"; breaking changes reach {len(reached)} downstream node(s)" if reached else "")
+
+
+def failure_markdown(branch: str, message: str) -> str:
+    """The pull-request body of a run that failed before it had a report."""
+    text = message.replace("```", "'''")
+    return (
+        f"❌ **Branch build failed**: `{_cell(branch)}`\n\n```\n{_clip(text, 20_000)}\n```\n\n"
+        "The run stopped before building; fix what the message says and push again."
+    )
 
 
 def render_markdown(report: PrReport, *, limit: int = COMMENT_LIMIT) -> str:

@@ -23,6 +23,7 @@ from defer_orchestration.dbt.artifacts import (
 )
 from defer_orchestration.diff import report as diff_report
 from defer_orchestration.diff.compare import ModelDiff
+from defer_orchestration.impact import ImpactReport
 from defer_orchestration.lib.manifest_store import PublishedManifest
 
 
@@ -186,6 +187,9 @@ class BranchBuildReport:
     reasons_error: str | None = None
     # The branch's parse (lineage of the pull-request report); not shown, not stored.
     branch_manifest: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    # Column-level impact of the modified models (branch/impact.py), and why not when it failed.
+    impact: ImpactReport | None = None
+    impact_error: str | None = None
 
     @property
     def ok(self) -> bool:

@@ -22,7 +22,9 @@ from defer_orchestration import constants as c
 from defer_orchestration.branch.build import run_branch_build
 from defer_orchestration.branch.parse_template import make_parse_template
 from defer_orchestration.branch.report import BranchBuildReport, to_markdown
-from defer_orchestration.branch.pr_report import build_pr_report, report_json
+from defer_orchestration.branch.pr_report import (
+    PrReport, build_pr_report, failure_markdown, impact_headline, render_markdown, report_json,
+)
 from defer_orchestration.branch.reasons import selected_json
 from defer_orchestration.branch.request import BranchBuildRequest, OnMissingState
 from defer_orchestration.branch.retry import can_retry
@@ -31,6 +33,7 @@ from defer_orchestration.diff import report as diff_report
 from defer_orchestration.lib.errors import DeferOrchestrationError, NoManifestPublishedError
 from defer_orchestration.lib.manifest_store import PublishedManifest
 from defer_orchestration.lib.timing import Phases
+from defer_orchestration.defs.pull_request import PullRequestReporter
 from defer_orchestration.defs.manifest_resolution import latest_published_manifest, published_for_commit
 from defer_orchestration.resources import BranchCiSettings, DeferOrchSettings
 
@@ -112,6 +115,11 @@ def report_metadata(report: BranchBuildReport) -> dict[str, dg.MetadataValue]:
     # The pull-request body's data (`defer-orch report RUN_ID` renders it).
     pr = build_pr_report(report, reasons=report.reasons, branch_manifest=report.branch_manifest)
     metadata[c.PR_REPORT_METADATA] = dg.MetadataValue.json(report_json(pr))
+    if report.impact is not None:
+        metadata["column_impact"] = dg.MetadataValue.json(report.impact.to_dict())
+        metadata["column_impact_headline"] = dg.MetadataValue.text(impact_headline(pr["impact"] or []))
+    elif report.impact_error:
+        metadata["column_impact_headline"] = dg.MetadataValue.text(report.impact_error)
     if report.manifest is not None:
         metadata["manifest_version"] = dg.MetadataValue.text(report.manifest.version)
         metadata["manifest_sha256"] = dg.MetadataValue.text(report.manifest.manifest_sha256)
@@ -129,6 +137,13 @@ def branch_build(
     request = BranchBuildRequest.from_values(config)
     phases = Phases()
     try:
+        forge = branch_settings.forge()
+    except DeferOrchestrationError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+    reporter = (
+        PullRequestReporter(forge, branch=request.branch, run_id=context.run_id, log=context.log) if forge else None
+    )
+    try:
         core = settings.core()
         parent = context.dagster_run.parent_run_id
         retry_of = request.retry_of_run_id or (parent if parent and can_retry(core, parent) else "")
@@ -144,10 +159,21 @@ def branch_build(
             log=context.log,
             published_for_commit=lambda sha: published_for_commit(context.instance, sha, home=core.home),
             phases=phases,
+            on_commit=reporter.start if reporter else None,
         )
     except DeferOrchestrationError as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+        forge_metadata = (
+            reporter.finish(ok=False, body_markdown=failure_markdown(request.branch, str(exc)), impact=None,
+                            sha=request.sha)
+            if reporter else {}
+        )
+        raise dg.Failure(description=str(exc), metadata=forge_metadata, allow_retries=False) from exc
     metadata = report_metadata(report)
+    if reporter is not None:
+        pr = metadata[c.PR_REPORT_METADATA].value
+        metadata.update(reporter.finish(
+            ok=report.ok, body_markdown=render_markdown(typing.cast(PrReport, pr)), impact=pr.get("impact"),
+        ))
     if not report.ok:
         raise dg.Failure(
             description=report.failure_message(),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 PACKAGE = "defer_orchestration"
 ROOT = Path(__file__).resolve().parents[2] / PACKAGE
-CORE = ("lib", "dbt", "warehouse", "diff", "branch", "production")
+CORE = ("lib", "dbt", "warehouse", "diff", "branch", "production", "impact", "forge")
 DAGSTER = ("dagster", "dagster_dbt", "dagster_webserver", "dagster_graphql")
 
 
