@@ -210,19 +210,17 @@ def _probe(endpoint: str, env: dict[str, str]) -> None:
         urllib.request.urlopen(endpoint, timeout=2).close()
     except urllib.error.HTTPError:
         pass  # any HTTP answer (403 without credentials) means the gateway is up
-    import botocore.session
+    import fsspec  # with s3fs, the product's own client of the store
 
-    session = botocore.session.get_session()
-    client = session.create_client(
-        "s3", endpoint_url=endpoint, region_name=REGION,
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    fs = fsspec.filesystem(
+        "s3", skip_instance_cache=True, key=env["AWS_ACCESS_KEY_ID"], secret=env["AWS_SECRET_ACCESS_KEY"],
+        endpoint_url=endpoint, client_kwargs={"region_name": REGION},
+        config_kwargs={"connect_timeout": 2, "retries": {"max_attempts": 1}},
     )
-    try:
-        client.put_object(Bucket=BUCKET, Key=".ready", Body=b"ok")
-        assert client.get_object(Bucket=BUCKET, Key=".ready")["Body"].read() == b"ok"
-        client.delete_object(Bucket=BUCKET, Key=".ready")
-    finally:
-        client.close()
+    fs.pipe_file(f"{BUCKET}/.ready", b"ok")
+    if fs.cat_file(f"{BUCKET}/.ready") != b"ok":
+        raise SeaweedFsError("an object written to the fresh server read back different")
+    fs.rm_file(f"{BUCKET}/.ready")
 
 
 def _die_with_parent() -> None:
