@@ -351,3 +351,29 @@ def test_settings_carry_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     local = settings_from_env(resolve=True).core().store()
     assert isinstance(local, ManifestStore) and local.root == tmp_path / "home" / "artifacts"
 
+
+
+def test_a_cached_copy_in_use_is_never_replaced_by_a_concurrent_fetch(tmp_path: Path) -> None:
+    # Two runs on one host fetching the same version at once: the second's rename must not
+    # pull the first's --state directory from under its dbt.
+    store = FsspecArtifactStore("s3://bucket/prefix", cache=tmp_path / "cache")
+    source = _artifacts(tmp_path / "a", "one")
+    files = {n: sha256_file(source / n) for n in manifest_store.ARTIFACT_FILES}
+    version = version_of(files)
+    first = store._keep(_copy(source, tmp_path / "cache" / ".tmp" / "first"), version, files)
+    inode = (first / "manifest.json").stat().st_ino
+    second = store._keep(_copy(source, tmp_path / "cache" / ".tmp" / "second"), version, files)
+    assert second == first and (first / "manifest.json").stat().st_ino == inode
+    assert not (tmp_path / "cache" / ".tmp" / "second").exists()
+    # A damaged copy is replaced.
+    (first / "manifest.json").write_text("garbage")
+    third = store._keep(_copy(source, tmp_path / "cache" / ".tmp" / "third"), version, files)
+    assert sha256_file(third / "manifest.json") == files["manifest.json"]
+    assert sorted(p.name for p in (tmp_path / "cache" / "versions").iterdir()) == [version]
+
+
+def _copy(source: Path, dest: Path) -> Path:
+    import shutil
+
+    shutil.copytree(source, dest)
+    return dest

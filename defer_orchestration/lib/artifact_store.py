@@ -70,8 +70,9 @@ COMPLETION_OBJECT = "_complete.json"
 COMPLETION_FORMAT = 1
 ENV_SETTING = "DEFER_ORCH_ARTIFACT_STORE"
 # botocore's retries: a few, so a blip is absorbed but a store that is down fails the run
-# in seconds, not minutes.
-_S3_CONFIG: dict[str, Any] = {"connect_timeout": 10, "retries": {"max_attempts": 3, "mode": "standard"}}
+# in seconds, not minutes (botocore's defaults and s3fs's own retries take ~10 s more).
+_S3_RETRIES = 3
+_S3_CONNECT_TIMEOUT_S = 10
 # What to check, per protocol, when a store cannot be reached or refuses.
 _CHECK = {
     "s3": "the credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), the endpoint "
@@ -235,7 +236,10 @@ class FsspecArtifactStore:
                 raise ConfigurationError(f"{ENV_SETTING}={self.url} needs fsspec: pip install fsspec.") from exc
             options = dict(self._options)
             if self.protocol in ("s3", "s3a"):
-                options.setdefault("config_kwargs", _S3_CONFIG)
+                options.setdefault("config_kwargs", {
+                    "connect_timeout": _S3_CONNECT_TIMEOUT_S,
+                    "retries": {"max_attempts": _S3_RETRIES, "mode": "standard"},
+                })
             try:
                 fs, root = fsspec.core.url_to_fs(self._url, skip_instance_cache=True, **options)
             except (ImportError, ValueError) as exc:
@@ -277,7 +281,15 @@ class FsspecArtifactStore:
             self._unavailable(
                 "publish to", exc, after="Nothing was published: the previous manifest version stays the latest."
             )
-        path = self._keep(staging, version)
+        try:
+            path = self._keep(staging, version, digests)
+        except OSError as exc:  # uploaded, but with no local copy to describe it is not recorded
+            shutil.rmtree(staging, ignore_errors=True)
+            raise ArtifactStoreError(
+                f"uploaded version {version[:12]} to {self.url} but could not keep its local copy under "
+                f"{self.cache}: {exc.strerror or exc}; make DEFER_ORCH_HOME writable with room to spare and "
+                "rerun prod_build_job. It is not recorded as published: the previous manifest version stays the latest."
+            ) from exc
         return StoredVersion(version, path, digests, self.location(version))
 
     def _upload(self, version: str, staging: Path, digests: Mapping[str, str], sizes: Mapping[str, int]) -> None:
@@ -328,7 +340,15 @@ class FsspecArtifactStore:
             ) from exc
         except Exception as exc:  # noqa: BLE001  (connection and client errors of any backend)
             self._unavailable("read production manifest version " + version[:12] + " from", exc)
-        return StoredVersion(version, self._keep(staging, version), dict(files), self.location(version))
+        try:
+            path = self._keep(staging, version, files)
+        except OSError as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise ArtifactStoreError(
+                f"could not cache production manifest version {version[:12]} under {self.cache}: "
+                f"{exc.strerror or exc}; make DEFER_ORCH_HOME writable with room to spare, then rerun."
+            ) from exc
+        return StoredVersion(version, path, dict(files), self.location(version))
 
     def _completion(self, version: str) -> Mapping[str, Any]:
         key = self._key(version, COMPLETION_OBJECT)
@@ -395,17 +415,26 @@ class FsspecArtifactStore:
         return sorted(complete)
 
     # --- local cache ---------------------------------------------------------------------------
-    def _keep(self, staging: Path, version: str) -> Path:
-        """Move a verified staging directory into the cache (a stale copy is replaced: the
-        cache is rebuilt from the store, never evidence)."""
+    def _keep(self, staging: Path, version: str, files: Mapping[str, str]) -> Path:
+        """Move a verified staging directory into the cache.
+
+        An intact copy already there (another run on this host fetched it meanwhile, and
+        may be reading it as its ``--state``) is kept and the staging copy dropped; a
+        damaged one is moved aside first, so the rename never lands on a half-removed tree.
+        """
         final = self.cached_path(version)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if _intact(final, files):
+            shutil.rmtree(staging, ignore_errors=True)
+            return final
+        if final.exists():
+            stale = final.with_name(f"{version}.stale-{uuid.uuid4().hex[:8]}")
+            os.rename(final, stale)
+            shutil.rmtree(stale, ignore_errors=True)
         try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            if final.exists():
-                shutil.rmtree(final)
             os.rename(staging, final)
         except OSError:
-            if not final.is_dir():  # another process put the same version there first: fine
+            if not _intact(final, files):  # lost a race to another process's intact copy: fine
                 raise
             shutil.rmtree(staging, ignore_errors=True)
         return final
@@ -427,7 +456,8 @@ class FsspecArtifactStore:
         return bool(filename) and str(filename).startswith(str(self.cache))
 
     def _unavailable(self, action: str, exc: BaseException, *, after: str = "") -> NoReturn:
-        check = _CHECK.get(self.protocol, "its credentials, endpoint and that the container exists")
+        protocol = "s3" if self.protocol == "s3a" else self.protocol
+        check = _CHECK.get(protocol, "its credentials, endpoint and that the container exists")
         raise ArtifactStoreUnavailableError(
             f"could not {action} the artifact store {self.url} ({type(exc).__name__}: {_scrub(str(exc))}). "
             f"Check that this host can reach it, {check}; then rerun. {after}".rstrip()
