@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -35,6 +36,80 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 f"{item.nodeid} uses {sorted(uses)}, which run dbt, but is not marked `dbt`: add "
                 "`pytestmark = pytest.mark.dbt` to its module."
             )
+    if getattr(config, "workerinput", {}).get(_HEAVIEST_FILES_FIRST):
+        items[:] = heaviest_files_first(items)
+
+
+# --- Two workers finishing together (`make test`: -n 2 --dist loadfile) --------------------
+# xdist hands out whole files, by default those with the most tests first: the unit files
+# (dozens of sub-second tests) went first and the files of one or two minute-long tests
+# (benchmark smoke tests, e2e) last, so one worker ran the last long file while the other
+# sat idle. Instead the workers collect the heaviest files first and the scheduler keeps
+# that order (what `--no-loadscope-reorder` does): the cheap files fill the end. Only the
+# order changes; every test still runs, in its file's own order.
+
+# Seconds per file on a 2-core machine (`pytest --durations`, per-file sums, loaded run),
+# for the files above 30 s. Only their order matters; a file not listed is estimated
+# from its markers.
+MEASURED_FILE_SECONDS: dict[str, float] = {
+    "tests/test_branch_isolation.py": 291,
+    "tests/test_branch_ci.py": 261,
+    "tests/e2e/test_stack.py": 216,
+    "tests/e2e/test_stack_postgres.py": 150,
+    "tests/test_cli.py": 110,
+    "tests/test_benchmarks_parallel_smoke.py": 81,
+    "tests/test_benchmarks_contention_smoke.py": 68,
+    "tests/e2e/test_faults.py": 51,
+    "tests/test_benchmarks_runner_smoke.py": 49,
+    "tests/test_asset_spec_cache.py": 44,
+    "tests/test_cli_dev.py": 42,
+    "tests/test_benchmarks_big_branch_smoke.py": 33,
+    "tests/test_benchmarks_storage_smoke.py": 32,
+}
+# Rough seconds of one test by the most expensive thing its markers say it starts.
+_MARKER_SECONDS = (("e2e", 60.0), ("dbt", 10.0), ("postgres", 3.0))
+_UNMARKED_SECONDS = 0.1
+
+
+def _estimated_seconds(item: pytest.Item) -> float:
+    for marker, seconds in _MARKER_SECONDS:
+        if item.get_closest_marker(marker) is not None:
+            return seconds
+    return _UNMARKED_SECONDS
+
+
+def heaviest_files_first(items: list[pytest.Item]) -> list[pytest.Item]:
+    """``items`` with whole files in decreasing (measured or estimated) cost; within a
+    file, the collection order. Deterministic, so every worker collects the same list."""
+    estimated: dict[str, float] = {}
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        estimated[path] = estimated.get(path, 0.0) + _estimated_seconds(item)
+    cost = {path: MEASURED_FILE_SECONDS.get(path, seconds) for path, seconds in estimated.items()}
+    rank = {path: i for i, path in enumerate(sorted(cost, key=lambda p: (-cost[p], p)))}
+    return sorted(items, key=lambda item: rank[item.nodeid.split("::", 1)[0]])
+
+
+_HEAVIEST_FILES_FIRST = "defer_orch_heaviest_files_first"
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, when installed
+def pytest_configure_node(node: Any) -> None:
+    """Tell each worker to order its collection (a worker's own `dist` option reads "no")."""
+    if node.config.getvalue("dist") == "loadfile":
+        node.workerinput[_HEAVIEST_FILES_FIRST] = True
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, when installed
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """`--dist loadfile` in the order the workers collected (heaviest files first)
+    rather than xdist's most-tests-first; other modes are left to xdist."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    config.option.loadscopereorder = False  # as `--no-loadscope-reorder`
+    return LoadFileScheduling(config, log)
 
 
 @pytest.fixture(autouse=True)
