@@ -13,8 +13,9 @@ production published wherever production ran, whatever its own disk holds.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import dagster as dg
 
