@@ -14,6 +14,7 @@ import dagster as dg
 
 from defer_orchestration.defs.assets.prod_dbt import build_prod_dbt_assets
 from defer_orchestration.defs.assets.prod_manifest import build_prod_manifest_asset
+from defer_orchestration.defs.assets.prod_sources import build_prod_sources, external_source_keys
 from defer_orchestration import constants as c
 from defer_orchestration.defs.jobs import (
     build_branch_ci_job,
@@ -29,7 +30,7 @@ from defer_orchestration.defs.sensors import (
     build_main_branch_sensor,
 )
 from defer_orchestration.demo.assets import build_raw_tables
-from defer_orchestration.production.head import prepare_head_manifest
+from defer_orchestration.production.head import head_project_vars, prepare_head_manifest
 from defer_orchestration.resources import (
     BranchCiSettings,
     DeferOrchSettings,
@@ -60,11 +61,17 @@ def build_definitions(
     serial = warehouse.serialise_writers
     branch_pool = c.WAREHOUSE_POOL if serial else c.BRANCH_POOL
     production_pool = c.WAREHOUSE_POOL if serial else c.PRODUCTION_POOL
-    prod_dbt = build_prod_dbt_assets(manifest, pool=production_pool)
     # The synthetic sources are the bundled demo project's; never written into a user's warehouse.
     demo_assets = [build_raw_tables(production_pool, warehouse.kind)] if load_time.is_bundled_project() else []
+    prod_dbt = build_prod_dbt_assets(
+        manifest, pool=production_pool,
+        project_vars=head_project_vars(load_time.core(), load_branch.repo_settings_or_none(load_time)),
+        produced_sources=[key for assets in demo_assets for key in assets.keys],
+    )
+    # dbt sources loaded outside Dagster: observable, so their data versions reach stale status.
+    sources = build_prod_sources(external_source_keys(prod_dbt, [k for a in demo_assets for k in a.keys]))
     return dg.Definitions(
-        assets=[*demo_assets, prod_dbt, build_prod_manifest_asset(prod_dbt)],
+        assets=[*demo_assets, *sources, prod_dbt, build_prod_manifest_asset(prod_dbt)],
         jobs=[
             prod_build_job, build_branch_ci_job(branch_pool), build_branch_teardown_job(branch_pool),
             build_branch_parse_template_job(),

@@ -58,7 +58,7 @@ def test_prod_schedule_evaluates_to_a_run_request(prod_env) -> None:
     assert schedule.job_name == c.PROD_BUILD_JOB
     # It builds main's head as it is when the schedule fires.
     config = result.run_requests[0].run_config["ops"][c.PROD_DBT_OP]["config"]
-    assert config == {"sha": prod_env.repo_head}
+    assert config == {"sha": prod_env.repo_head, "mode": "state_aware"}
 
 
 def test_importing_the_definitions_module_reads_nothing_and_runs_no_dbt(tmp_path) -> None:

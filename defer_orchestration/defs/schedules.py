@@ -13,7 +13,9 @@ from defer_orchestration.resources import BranchCiSettings, DeferOrchSettings
 
 def build_prod_build_schedule(cron: str = c.DEFAULT_PROD_CRON) -> dg.ScheduleDefinition:
     """``prod_build_schedule`` on ``cron`` (DEFER_ORCH_PROD_CRON, default daily at 03:00 UTC):
-    builds main's head as it is when the schedule fires (one ``git ls-remote``)."""
+    builds main's head as it is when the schedule fires (one ``git ls-remote``), in
+    ``mode: state_aware``: only the nodes whose code or input data changed since their last
+    build (or missing, failed, too old) are rebuilt; the rest are kept."""
 
     @dg.schedule(
         name=c.PROD_BUILD_SCHEDULE,
@@ -25,8 +27,10 @@ def build_prod_build_schedule(cron: str = c.DEFAULT_PROD_CRON) -> dg.ScheduleDef
     def prod_build_schedule(
         context: dg.ScheduleEvaluationContext, settings: DeferOrchSettings, branch_settings: BranchCiSettings
     ):
+        state_aware = {"mode": "state_aware"}  # only what changed in code or in data
         if branch_settings.repo_settings_or_none(settings) is None:
-            return dg.RunRequest()  # a project outside git: built in place
+            # a project outside git: built in place
+            return dg.RunRequest(run_config={"ops": {c.PROD_DBT_OP: {"config": state_aware}}})
         try:
             repo = branch_settings.repo(settings)
             head = git.list_branch_heads(repo).get(branch_settings.main_branch)
@@ -35,7 +39,7 @@ def build_prod_build_schedule(cron: str = c.DEFAULT_PROD_CRON) -> dg.ScheduleDef
         if head is None:
             return dg.SkipReason(f"the watched repository has no branch {branch_settings.main_branch!r}")
         return dg.RunRequest(
-            run_config={"ops": {c.PROD_DBT_OP: {"config": {"sha": head}}}},
+            run_config={"ops": {c.PROD_DBT_OP: {"config": {"sha": head, **state_aware}}}},
             tags={c.BRANCH_TAG: "main", c.SHA_TAG: head},
         )
 

@@ -12,7 +12,9 @@ fetch. A project outside any git repository is parsed in place.
 
 from __future__ import annotations
 
+import posixpath
 from pathlib import Path
+from typing import Any
 
 from defer_orchestration.branch.checkout import mirror_dir
 from defer_orchestration.branch.comparison import commit_manifest_cache, parse_commit_manifest
@@ -20,6 +22,7 @@ from defer_orchestration.dbt.project import prepare_manifest
 from defer_orchestration.lib import git
 from defer_orchestration.lib.errors import ConfigurationError, GitError
 from defer_orchestration.lib.settings import RepoSettings, Settings
+from defer_orchestration.production.state_aware import project_vars, project_vars_from_yaml
 
 
 def main_head(settings: Settings, repo: RepoSettings) -> str:
@@ -59,3 +62,24 @@ def prepare_head_manifest(settings: Settings, repo: RepoSettings | None) -> Path
     head = main_head(settings, repo)
     state, _ = parse_commit_manifest(settings, repo, mirror, head, vars=settings.dbt_vars)
     return state / "manifest.json"
+
+
+def head_project_vars(settings: Settings, repo: RepoSettings | None) -> dict[str, Any]:
+    """The vars main's head gives its nodes (``vars:`` of its ``dbt_project.yml`` with
+    DEFER_ORCH_DBT_VARS over them), for the code versions of the loaded asset graph: dbt's
+    manifest does not record them. Read from our mirror (every production build of the
+    head fetched it); when the mirror cannot say, DEFER_ORCH_DBT_VARS alone (a var changed
+    in ``dbt_project.yml`` then shows in the next load's code versions only after a
+    production build of that head)."""
+    if repo is None:
+        return project_vars(settings.project_dir, settings.dbt_vars)
+    try:
+        head = git.branch_head(repo.repo, repo.main_branch)
+        mirror = mirror_dir(settings, repo.repo)
+        if head is None or not mirror.is_dir():
+            return dict(settings.dbt_vars)
+        path = posixpath.normpath(posixpath.join(repo.subdir, "dbt_project.yml"))
+        text = git.run_git(["show", f"{head}:{path}"], cwd=mirror)
+    except GitError:
+        return dict(settings.dbt_vars)
+    return project_vars_from_yaml(text, settings.dbt_vars)

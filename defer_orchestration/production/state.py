@@ -15,7 +15,10 @@ A node (model, seed, snapshot) is rebuilt when, and only when:
 kind         detail
 ============ =================================================================================
 ``new``      no production build has built it yet ([])
-``failed``   its last build did not succeed ([its status])
+``failed``   its last build did not succeed ([its status], and the run when it was a build
+             that failed after the last publication), or a build that failed after the
+             last publication rewrote it (its relation no longer matches what was
+             published: [``written by run <id>, not published``])
 ``missing``  its relation is not in the warehouse ([schema.name])
 ``code``     its code fingerprint differs from its last build's ([the parts that changed])
 ``data``     an input's data changed: a source whose data version changed
@@ -80,6 +83,10 @@ class PreviousBuild:
     data_versions: Mapping[str, str]  # source unique_id -> data version observed at its start
     built_in: Mapping[str, str] = field(default_factory=dict)  # unique_id -> run that built it
     run_id: str = ""  # the run that published it (built_in's default)
+    # Builds that failed after that publication: what they failed ((status, run)) and what
+    # they rewrote successfully (run): production's relations, not the published state.
+    failed_since: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    written_since: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -181,6 +188,10 @@ def decide(
             reasons.append(RebuildReason("new"))
         elif not ephemeral and status != artifacts.NodeStatus.SUCCESS:
             reasons.append(RebuildReason("failed", (str(status),)))
+        elif previous is not None and uid in previous.failed_since:
+            reasons.append(RebuildReason("failed", previous.failed_since[uid]))
+        elif previous is not None and uid in previous.written_since:
+            reasons.append(RebuildReason("failed", (f"written by run {previous.written_since[uid]}, not published",)))
         address = artifacts.relation_address(node)
         if relations is not None and address is not None and (address[0].lower(), address[1].lower()) not in relations:
             reasons.append(RebuildReason("missing", (f"{address[0]}.{address[1]}",)))

@@ -143,6 +143,42 @@ class WarehouseConnection(ABC):
                         continue
         return counts
 
+    # Data versions (state-aware production) ----------------------------------------------
+
+    #: How :meth:`data_version` fingerprints a relation's rows, for messages and metadata.
+    data_version_method: ClassVar[str] = "none"
+
+    def data_version_sql(self, relation: Relation) -> str | None:
+        """One query whose single row fingerprints every row of ``relation``, or None where
+        this warehouse has none (each observation then counts as a change).
+
+        The contract is *never wrong*: a change of rows must change the fingerprint; a
+        fingerprint that changes without a change of rows (a rewrite of the same rows) is
+        allowed, and costs a rebuild."""
+        return None
+
+    def data_version(self, relation: Relation) -> str | None:
+        """The fingerprint of ``relation``'s rows now (``<method>:<row count>:<digest>``),
+        or None when it cannot be read (a missing relation): a change, for the caller."""
+        sql = self.data_version_sql(relation)
+        if sql is None:
+            return None
+        try:
+            row = self.rows(sql)[0]
+        except Exception:  # noqa: BLE001 - unreadable: reported as a change, never as unchanged
+            return None
+        return f"{self.data_version_method}:{int(row[0])}:{row[1] if row[1] is not None else 0}"
+
+    def max_value(self, relation: Relation, column: str) -> str | None:
+        """``max(column)`` of ``relation`` as text (a source's ``loaded_at_field``: dbt's own
+        freshness column), or None when it cannot be read. ``column`` is dbt's SQL
+        expression for the field, used as the project wrote it."""
+        try:
+            row = self.rows(f"select max({column}) from {self.qualify(relation)}")[0]
+        except Exception:  # noqa: BLE001 - unreadable: reported as a change
+            return None
+        return f"max:{row[0]}"
+
     def columns(self, relations: Sequence[Relation]) -> Columns:
         """Column names and upper-case types of every relation of ``relations`` that
         exists, in table order, in one catalog query.

@@ -14,6 +14,15 @@ dbt-core cost more than a second of every load to import, so the specs it makes 
 next to the manifest (``spec_cache.py``; the production step caches the manifest it stores
 for the next load of its commit) and a load that finds them builds the same definition
 with plain Dagster, importing neither.
+
+Each asset's code version is production's complete code fingerprint of the node
+(``production/fingerprint.py``: body, config, macros, contract, vars, ephemeral parents),
+not dagster-dbt's hash of the raw SQL, and a build's sources carry data versions
+(``AssetObservation``s of what it observed before building): Dagster's stale status then
+says what the state-aware decision says. A ``state_aware`` build yields outputs only for
+the nodes it rebuilt (a kept node's last materialization stays current) and, when it kept
+some, publishes ``prod_manifest`` from this step (Dagster skips that asset's own step for
+want of the kept outputs).
 """
 
 # No `from __future__ import annotations` here: Dagster inspects the `context` and
@@ -26,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +58,17 @@ from defer_orchestration.defs.assets import spec_cache, step_events
 from defer_orchestration.defs.manifest_resolution import latest_published_manifest
 from defer_orchestration.lib.errors import DeferOrchestrationError, NoManifestPublishedError
 from defer_orchestration.lib.settings import PublishOn
-from defer_orchestration.production.build import ProdBuildRequest, ProdBuildResult, ProdMode, run_prod_build
+from defer_orchestration.defs.assets.prod_manifest import publish_run_artifacts
+from defer_orchestration.production.build import ProdBuildRequest, ProdBuildResult, ProdMode, headline, run_prod_build
+from defer_orchestration.production.fingerprint import code_versions
+from defer_orchestration.production.state_aware import (
+    ATTEMPT_METADATA_KEY,
+    ATTEMPTS_KEY,
+    STATE_METADATA_KEY,
+    attempt_record,
+    merge_attempts,
+    why_table,
+)
 from defer_orchestration.resources import BranchCiSettings, DeferOrchSettings
 
 UNIQUE_ID_METADATA_KEY = "dagster_dbt/unique_id"  # dagster-dbt's, on every spec it makes
@@ -62,7 +81,14 @@ class ProdBuildConfig(dg.Config):
     mode: ProdMode = Field(
         default=ProdMode.full,
         description="full: build everything. changed: only state:modified+ of the commit against the "
-        "latest published manifest (the rest is already in production); the complete manifest is published.",
+        "latest published manifest (the rest is already in production); the complete manifest is published. "
+        "state_aware: only the nodes whose code (dbt's complete notion) or input data (observed source "
+        "versions) changed since their last build, or that are missing, failed or past max_age_hours.",
+    )
+    clock: float = Field(
+        default=0.0,
+        description="state_aware: measure meta.defer_orchestration.max_age_hours as of this time "
+        "(epoch seconds); 0 means now.",
     )
     vars: str = Field(
         default="",
@@ -180,8 +206,10 @@ def _events(
             events.append(dg.AssetMaterialization(asset_key=key, metadata={**metadata, "rebuilt": True, "not_in_loaded_asset_graph": True}))
     # `mode: changed` keeps unchanged relations as they are: they are production's state
     # for this commit too, so they are reported (rebuilt: false), and prod_manifest, which
-    # depends on every dbt asset, is not skipped for want of their outputs.
-    for unique_id in result.not_rebuilt:
+    # depends on every dbt asset, is not skipped for want of their outputs. A state-aware
+    # build reports nothing for them: their last materialization stays current.
+    kept_reported = result.not_rebuilt if result.mode is ProdMode.changed else []
+    for unique_id in kept_reported:
         node = resources.get(unique_id) or {}
         if relation_address(node) is None or statuses.get(unique_id) != NodeStatus.SUCCESS:
             continue
@@ -200,18 +228,111 @@ def _latest(instance: dg.DagsterInstance) -> Any:
         return None
 
 
-def build_prod_dbt_assets(manifest_path: Path, pool: str = c.WAREHOUSE_POOL) -> dg.AssetsDefinition:
+def _previous_state(instance: dg.DagsterInstance, latest: Any) -> dict[str, Any]:
+    """The record the latest published build left (``state_aware_state`` of the
+    ``prod_manifest`` materialization that published ``latest``); {} when it left none."""
+    if latest is None:
+        return {}
+    event = instance.get_latest_materialization_event(dg.AssetKey(c.PROD_MANIFEST_ASSET))
+    if event is None or event.asset_materialization is None:
+        return {}
+    metadata = event.asset_materialization.metadata
+    if getattr(metadata.get("version"), "value", None) != latest.version:
+        return {}
+    value = getattr(metadata.get(STATE_METADATA_KEY), "value", None)
+    if not isinstance(value, dict):
+        return {}
+    return {**value, ATTEMPTS_KEY: _failed_attempts(instance, event.timestamp)}
+
+
+def _failed_attempts(instance: dg.DagsterInstance, since: float) -> dict[str, Any]:
+    """What production builds that failed after the publication at ``since`` (epoch
+    seconds) did to production (the ``state_aware_attempt`` of their step failure): their
+    relations are no longer the published state, so the next build rebuilds them."""
+    import datetime as dt
+
+    runs = instance.get_runs(filters=dg.RunsFilter(
+        job_name=c.PROD_BUILD_JOB, statuses=[dg.DagsterRunStatus.FAILURE],
+        created_after=dt.datetime.fromtimestamp(since, tz=dt.timezone.utc),
+    ))
+    attempts = []
+    for run in sorted(runs, key=lambda r: r.run_id):
+        for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
+            data = entry.dagster_event.step_failure_data if entry.dagster_event else None
+            failure = data.user_failure_data if data else None
+            value = getattr((failure.metadata if failure else {}).get(ATTEMPT_METADATA_KEY), "value", None)
+            if isinstance(value, dict):
+                attempts.append((entry.timestamp, run.run_id, value))
+    return merge_attempts([(run_id, value) for _, run_id, value in sorted(attempts, key=lambda a: a[0])])
+
+
+# Dagster's tags for a data version on an observation (what ``ObserveResult`` records).
+_DATA_VERSION_TAGS = ("dagster/data_version", "dagster/data_version_is_user_provided")
+
+
+def _source_observations(
+    result: ProdBuildResult, key_of: Any, produced_here: set[dg.AssetKey]
+) -> list[dg.AssetObservation]:
+    """One observation per source of the build with the data version observed before it
+    built, so the provenance of what it builds names the version it read. Sources that a
+    Dagster asset of this code location writes (the demo's raw tables) carry that asset's
+    own data version instead and are not observed here."""
+    if result.observation is None:
+        return []
+    sources = result.manifest.get("sources") or {}
+    out = []
+    for unique_id, version in sorted(result.observation.versions.items()):
+        source = sources.get(unique_id)
+        if source is None:
+            continue
+        key = key_of(source)
+        if key in produced_here:
+            continue
+        # An unreadable source is a change, every time (a version never seen before).
+        value = version if version is not None else f"unreadable@{time.time()}"
+        out.append(dg.AssetObservation(
+            asset_key=key,
+            metadata={"unique_id": unique_id, "method": result.observation.methods.get(unique_id, "")},
+            tags={_DATA_VERSION_TAGS[0]: value, _DATA_VERSION_TAGS[1]: "true"},
+        ))
+    return out
+
+
+def _with_code_versions(assets_def: dg.AssetsDefinition, versions: Mapping[str, str]) -> dg.AssetsDefinition:
+    """``assets_def`` with each dbt asset's code version set to production's fingerprint."""
+    if not versions:
+        return assets_def
+
+    def replace(spec: dg.AssetSpec) -> dg.AssetSpec:
+        unique_id = spec.metadata.get(UNIQUE_ID_METADATA_KEY)
+        version = versions.get(unique_id) if isinstance(unique_id, str) else None
+        return spec.replace_attributes(code_version=version) if version else spec
+
+    return assets_def.map_asset_specs(replace)
+
+
+def build_prod_dbt_assets(
+    manifest_path: Path,
+    pool: str = c.WAREHOUSE_POOL,
+    project_vars: Mapping[str, Any] | None = None,
+    produced_sources: Iterable[dg.AssetKey] = (),
+) -> dg.AssetsDefinition:
     """dagster-dbt's ``@dbt_assets`` definition over the project whose parsed manifest is
     given: rebuilt from the manifest's spec cache when it has one (no dagster-dbt, no dbt
-    import), else made by dagster-dbt, which writes the cache for the next load."""
+    import), else made by dagster-dbt, which writes the cache for the next load. Code
+    versions are production's fingerprints with ``project_vars`` (the head's vars).
+    ``produced_sources``: source keys that Dagster assets of this code location write
+    (they carry those assets' data versions; the build does not observe them)."""
     manifest_path = Path(manifest_path)
     known_keys: dict[str, dg.AssetKey] = {}  # filled once the definition exists; read at run time
-    compute = _prod_dbt_compute(known_keys)
+    compute = _prod_dbt_compute(known_keys, frozenset(produced_sources))
     cached = spec_cache.read(manifest_path)
     assets_def = spec_cache.build(cached, compute, pool=pool) if cached is not None else None
     if assets_def is None:
         assets_def = _with_dagster_dbt(manifest_path, compute, pool)
         spec_cache.write(manifest_path, assets_def)
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    assets_def = _with_code_versions(assets_def, code_versions(manifest, project_vars or {}))
     known_keys.update(_keys_by_unique_id(assets_def))
     return assets_def
 
@@ -294,7 +415,7 @@ def _nothing() -> None:
     return None
 
 
-def _prod_dbt_compute(known_keys: Mapping[str, dg.AssetKey]) -> Any:
+def _prod_dbt_compute(known_keys: Mapping[str, dg.AssetKey], produced_here: frozenset[dg.AssetKey] = frozenset()) -> Any:
     """The production step's body; ``known_keys`` maps the loaded graph's dbt unique_ids to
     their asset keys (its events need no translator for them)."""
 
@@ -311,11 +432,13 @@ def _prod_dbt_compute(known_keys: Mapping[str, dg.AssetKey]) -> Any:
             request = ProdBuildRequest(
                 sha=config.sha, mode=config.mode,
                 vars=merge_vars(core.dbt_vars, parse_vars(config.vars, what="the launch option `vars`")),
+                now=config.clock,
             )
-            latest = _latest(context.instance) if config.mode is ProdMode.changed else None
+            latest = _latest(context.instance) if config.mode is not ProdMode.full else None
             result = run_prod_build(
                 core, branch_settings.repo_settings_or_none(settings), request,
                 run_id=context.run.run_id, latest=latest, log=context.log,
+                previous_state=_previous_state(context.instance, latest),
             )
         except DeferOrchestrationError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
@@ -323,6 +446,12 @@ def _prod_dbt_compute(known_keys: Mapping[str, dg.AssetKey]) -> Any:
         step_context = step_events.step_context_of(context)
         step_events.compute_output_asset_keys_once(step_context)
         specs_cached = _cache_stored_specs(core, request, result, context.log)
+        observations = _source_observations(result, _AssetKeys(known_keys, result.manifest), produced_here)
+        # Stored before the outputs, and read back into the step's version cache (Dagster
+        # read its inputs' versions when the step started), so each rebuilt node's
+        # provenance records the source versions this build read.
+        yield from observations
+        step_events.read_back(step_context, [o.asset_key for o in observations])
         try:
             with grouped_events(context.instance, context.run.run_id) as group:
                 yield from events.emit(step_context, group)
@@ -336,6 +465,15 @@ def _prod_dbt_compute(known_keys: Mapping[str, dg.AssetKey]) -> Any:
             "prod_seconds_saved": result.seconds_saved,
             "nodes_not_in_loaded_asset_graph": unknown,
         }
+        if result.plan is not None:
+            decision = result.plan.decision
+            summary.update({
+                "rebuilt_by_reason": decision.by_kind(),
+                "nodes_kept": len(decision.kept),
+                "sources_observed": len(result.plan.observation.versions),
+                "observation_seconds": result.plan.observation.seconds,
+            })
+            context.log.info(f"state-aware: {headline(result.plan)}\n{why_table(decision)}")
         context.log.info(f"production build: {json.dumps(summary)}")
         if unknown:
             context.log.warning(
@@ -346,15 +484,27 @@ def _prod_dbt_compute(known_keys: Mapping[str, dg.AssetKey]) -> Any:
         if result.blocking:
             raise dg.Failure(
                 description=_failure_message(core.publish_on, result),
-                metadata={"failed_nodes": dg.MetadataValue.json(result.blocking), "build": dg.MetadataValue.json(summary)},
+                metadata={
+                    "failed_nodes": dg.MetadataValue.json(result.blocking), "build": dg.MetadataValue.json(summary),
+                    # What this unpublished build changed in production: the next one rebuilds it.
+                    ATTEMPT_METADATA_KEY: dg.MetadataValue.json(attempt_record(result.run_results, result.ran, result.manifest)),
+                },
             )
         if result.failing_tests:
             context.log.warning(
                 f"{len(result.failing_tests)} tests failed ({', '.join(result.failing_tests[:10])}); publishing "
                 "anyway (DEFER_ORCH_PUBLISH_ON=models_built): branch runs deferring to this version will say so."
             )
+        reported = set(events.outputs)
+        if result.mode is ProdMode.state_aware and set(context.selected_asset_keys) - reported:
+            # Kept nodes have no output, so Dagster skips prod_manifest's step: publish here.
+            yield dg.AssetMaterialization(
+                asset_key=c.PROD_MANIFEST_ASSET,
+                metadata=publish_run_artifacts(core, context.run.run_id, log=context.log),
+            )
 
     return prod_dbt_models
+
 
 
 def _failure_message(publish_on: PublishOn, result: ProdBuildResult) -> str:

@@ -2,6 +2,11 @@
 
 It runs in the same run as the dbt build, downstream of every dbt asset, so Dagster
 skips it whenever the build failed: a failed build never becomes the deferral state.
+
+A state-aware build that keeps nodes yields no output for them (a kept node gets no new
+materialization), so Dagster skips this step for want of those outputs; that build
+publishes from its own step with :func:`publish_run_artifacts`, after its publication
+policy passed, and records the same materialization.
 """
 
 # No `from __future__ import annotations` here: Dagster inspects the `context` and
@@ -18,6 +23,7 @@ import dagster as dg
 from defer_orchestration import constants as c
 from defer_orchestration.dbt import artifacts as dbt_artifacts
 from defer_orchestration.production.build import prod_build_target_path, read_build_record
+from defer_orchestration.production.state_aware import STATE_METADATA_KEY, read_record
 from defer_orchestration.lib import git
 from defer_orchestration.lib.manifest_store import StoredVersion
 from defer_orchestration.resources import DeferOrchSettings
@@ -66,7 +72,52 @@ def manifest_metadata(
         "prod_seconds_saved": dg.MetadataValue.float(float(built.get("seconds_saved") or 0.0)),
         "status_table": dg.MetadataValue.md(f"| status | nodes |\n|---|---|\n{status_rows}"),
         **{f"nodes/{kind}": dg.MetadataValue.int(n) for kind, n in counts.items()},
+        **_state_aware_metadata(built),
     }
+
+
+def _state_aware_metadata(built: Mapping[str, Any]) -> dict[str, dg.MetadataValue]:
+    """What a state-aware build decided: kept count and the node-seconds not spent, the
+    rebuilt nodes by reason, the kept nodes with the run that last built them."""
+    if built.get("mode") != "state_aware":
+        return {}
+    return {
+        "headline": dg.MetadataValue.text(str(built.get("headline") or "")),
+        "nodes_rebuilt": dg.MetadataValue.int(int(built.get("nodes_rebuilt") or 0)),
+        "nodes_kept": dg.MetadataValue.int(int(built.get("nodes_kept") or 0)),
+        "prod_node_seconds_not_spent": dg.MetadataValue.float(float(built.get("seconds_saved") or 0.0)),
+        "rebuilt_by_reason": dg.MetadataValue.json(built.get("rebuilt_by_reason") or {}),
+        "why_rebuilt": dg.MetadataValue.json(built.get("why_rebuilt") or {}),
+        "kept_nodes": dg.MetadataValue.json(built.get("kept_nodes") or {}),
+        "sources_observed": dg.MetadataValue.int(int(built.get("sources_observed") or 0)),
+        "sources_changed": dg.MetadataValue.json(built.get("sources_changed") or []),
+        "possibly_spurious_source_changes": dg.MetadataValue.json(built.get("possibly_spurious_source_changes") or []),
+        "observation_seconds": dg.MetadataValue.float(float(built.get("observation_seconds") or 0.0)),
+        "why": dg.MetadataValue.md(str(built.get("why") or "")),
+    }
+
+
+def publish_run_artifacts(core: Any, run_id: str, *, log: Any) -> dict[str, dg.MetadataValue]:
+    """Publish the production artifacts the dbt build of run ``run_id`` left into the
+    store; the ``prod_manifest`` metadata recording it (with the record the next
+    state-aware build starts from, ``state_aware_state``)."""
+    source = prod_build_target_path(core, run_id)
+    if not (source / "manifest.json").is_file():
+        raise dg.Failure(
+            description=(
+                f"no production dbt build ran in this run (nothing at {source}). "
+                "prod_manifest publishes the artifacts of the dbt build of the same run: "
+                "launch prod_build_job, or materialize the dbt assets together with it."
+            )
+        )
+    store = core.store()
+    stored = store.publish(source)  # a failure here publishes nothing: the previous version stays
+    log.info(f"published production artifacts version {stored.version} to {stored.location or stored.path}")
+    metadata = manifest_metadata(stored, project_dir=core.project_dir, run_id=run_id, build=read_build_record(source))
+    record = read_record(source.parent)
+    if record:
+        metadata[STATE_METADATA_KEY] = dg.MetadataValue.json(record)
+    return metadata
 
 
 def build_prod_manifest_asset(dbt_assets_def: dg.AssetsDefinition) -> dg.AssetsDefinition:
@@ -84,24 +135,8 @@ def build_prod_manifest_asset(dbt_assets_def: dg.AssetsDefinition) -> dg.AssetsD
         context: dg.AssetExecutionContext, settings: DeferOrchSettings
     ) -> dg.MaterializeResult:
         """Publish this run's production artifacts into the store."""
-        core = settings.core()
-        source = prod_build_target_path(core, context.run.run_id)
-        if not (source / "manifest.json").is_file():
-            raise dg.Failure(
-                description=(
-                    f"no production dbt build ran in this run (nothing at {source}). "
-                    "prod_manifest publishes the artifacts of the dbt build of the same run: "
-                    "launch prod_build_job, or materialize the dbt assets together with it."
-                )
-            )
-        store = core.store()
-        stored = store.publish(source)  # a failure here publishes nothing: the previous version stays
-        context.log.info(f"published production artifacts version {stored.version} to {stored.location or stored.path}")
         return dg.MaterializeResult(
-            metadata=manifest_metadata(
-                stored, project_dir=core.project_dir, run_id=context.run.run_id,
-                build=read_build_record(source),
-            )
+            metadata=publish_run_artifacts(settings.core(), context.run.run_id, log=context.log)
         )
 
     return prod_manifest
