@@ -4,6 +4,7 @@ that only reads it (a dbt build costs seconds; see the README's testing notes)."
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -174,6 +175,50 @@ def built_prod_env(root: Path, warehouse: dict[str, str] | None = None) -> Itera
             assert result.success, "the production build failed; see the captured logs"
             head = git(repo, "rev-parse", "HEAD")
             yield ProdEnv(root, repo, settings, instance, defs, result, head)
+
+
+# What a copy of a built production leaves behind: caches any run rebuilds (scratch dirs,
+# worktrees, the git mirror, which is keyed by the source repository's path).
+_HOME_CACHES = ("scratch", "git")
+
+
+@contextmanager
+def copied_prod_env(source: ProdEnv, root: Path) -> Iterator[ProdEnv]:
+    """A DuckDB production of its own, copied from ``source`` instead of built (seconds, not
+    a dbt build): its repository (``main`` only), its home (warehouse file, artifact store,
+    caches of the load-time parse) and a fresh instance holding ``source``'s latest
+    ``prod_manifest`` publication, pointed at the copied store. For tests that may damage
+    production (they attack it) yet only need it as ``source`` built it.
+
+    ``result`` is ``source``'s build (the copy ran none).
+    """
+    assert source.settings.warehouse_kind == "duckdb", "a PostgreSQL warehouse is not a file to copy"
+    repo = root / "repo"
+    shutil.copytree(source.repo, repo, symlinks=True)
+    for branch in git(repo, "for-each-ref", "--format=%(refname:short)", "refs/heads").split():
+        if branch != "main":
+            git(repo, "branch", "-q", "-D", branch)
+    source_home = Path(source.settings.home)
+    with fast_dir("prod_copy") as fast:
+        home = fast / "home"
+        shutil.copytree(source_home, home, symlinks=True, ignore=lambda d, names: (
+            [n for n in names if n in _HOME_CACHES] if Path(d) == source_home else []
+        ))
+        settings = DeferOrchSettings(
+            **{**source.settings.model_dump(), "home": str(home), "dbt_project_dir": str(repo / "dbt_project")}
+        )
+        published = source.instance.get_latest_materialization_event(dg.AssetKey(c.PROD_MANIFEST_ASSET))
+        assert published is not None and published.asset_materialization is not None
+        metadata = dict(published.asset_materialization.metadata)
+        store_path = Path(str(getattr(metadata["store_path"], "value", metadata["store_path"])))
+        metadata["store_path"] = dg.MetadataValue.path(str(home / store_path.relative_to(source_home)))
+        (fast / "dagster_home").mkdir()
+        with dg.instance_for_test(temp_dir=str(fast / "dagster_home")) as instance:
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization(asset_key=c.PROD_MANIFEST_ASSET, metadata=metadata)
+            )
+            defs = build_definitions(settings)
+            yield ProdEnv(root, repo, settings, instance, defs, source.result, source.repo_head)
 
 
 @pytest.fixture(scope="session")

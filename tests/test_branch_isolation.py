@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from conftest import WAREHOUSES, ProdEnv, built_prod_env, warehouse_settings
+from conftest import WAREHOUSES, ProdEnv, built_prod_env, copied_prod_env, warehouse_settings
 from helpers import push_branch, run_branch, step_metadata
 
 from defer_orchestration.branch.build import run_branch_build
@@ -39,7 +39,13 @@ PROJECT_YML = "dbt_project/dbt_project.yml"
 
 @pytest.fixture(scope="module", params=WAREHOUSES)
 def isolated_env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProdEnv]:
-    """Production of its own (these tests attack it): DuckDB, or PostgreSQL with a CI role."""
+    """Production of its own (these tests attack it): DuckDB (a copy of the session's build:
+    the same relations, no second dbt build), or PostgreSQL with a CI role."""
+    if request.param == "duckdb":
+        root = tmp_path_factory.mktemp("isolation_duckdb")
+        with copied_prod_env(request.getfixturevalue("prod_env"), root) as env:
+            yield env
+        return
     warehouse: dict[str, Any] = {}
     if request.param == "postgres":
         server = request.getfixturevalue("pg_server")
