@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from forge_server import FakeForge
+from forge_server import FakeForge, closed_port_url
 from helpers import push_branch, run_branch, step_metadata
 
 from defer_orchestration import constants as c
@@ -47,9 +47,30 @@ def _branch(env, tmp_path, branch: str, edits: dict[str, str]) -> dict:
     return step_metadata(run_branch(env, branch))
 
 
+def _run_reporting_to(env, variables: dict[str, str], branch: str):
+    """``branch_ci_job`` of definitions whose branch settings carry the forge ``variables``."""
+    fields = {field: variables[var] for field, (var, _) in _forge_env_fields().items() if var in variables}
+    defs = build_definitions(env.settings, BranchCiSettings(**fields))
+    return defs.resolve_job_def(c.BRANCH_CI_JOB).execute_in_process(
+        run_config={"ops": {c.BRANCH_BUILD_OP: {"config": {"branch": branch}}}},
+        instance=env.instance, raise_on_error=False,
+    )
+
+
 def test_an_added_column_is_non_breaking_and_reaches_nothing(prod_env, tmp_path) -> None:
+    """Reporting to a forge nobody answers on: the run succeeds, the warning says what to fix."""
     edits = _edit(prod_env, STG_CUSTOMERS, "        last_name,\n", "        last_name,\n        length(first_name) as first_name_length,\n")
-    metadata = _branch(prod_env, tmp_path, "impact/add-column", edits)
+    push_branch(prod_env.repo, "impact/add-column", edits, tmp_path)
+    token = "ghp_never_shown_0123456789"
+    result = _run_reporting_to(prod_env, {
+        "DEFER_ORCH_GITHUB_REPOSITORY": "acme/shop", "DEFER_ORCH_GITHUB_TOKEN": token,
+        "DEFER_ORCH_GITHUB_API_URL": closed_port_url(), "DEFER_ORCH_FORGE_TIMEOUT": "1",
+        "DEFER_ORCH_FORGE_BUDGET": "2",
+    }, "impact/add-column")
+    assert result.success
+    metadata = step_metadata(result)
+    assert metadata["forge_warnings"], "an unreachable forge must leave a warning"
+    assert all(token not in str(value) for value in metadata.values())
 
     entry = _impact(metadata)["model.shop.stg_raw__customers"]
     assert entry["category"] == "non_breaking", entry
@@ -124,9 +145,24 @@ def test_removing_a_column_read_downstream_is_breaking_and_reaches_every_descend
 
 @pytest.mark.parametrize("warehouse", ["duckdb", "postgres"])
 def test_a_new_filter_is_breaking_and_reaches_every_descendant(warehouse, request, tmp_path) -> None:
+    """On DuckDB the run reports to a fake GitLab with DEFER_ORCH_FAIL_ON=breaking: the run
+    succeeds, the commit status fails and the run says why."""
     env = request.getfixturevalue("prod_env" if warehouse == "duckdb" else "postgres_prod_env")
+    branch = f"impact/filter-{warehouse}"
     edits = _edit(env, HISTORY, "    group by customer_id\n", "    where order_total > 0\n\n    group by customer_id\n")
-    metadata = _branch(env, tmp_path, f"impact/filter-{warehouse}", edits)
+    if warehouse == "postgres":
+        metadata = _branch(env, tmp_path, branch, edits)
+    else:
+        with FakeForge() as forge:
+            iid = forge.open_merge_request(branch)
+            sha = push_branch(env.repo, branch, edits, tmp_path)
+            result = _run_reporting_to(env, forge.env("gitlab", DEFER_ORCH_FAIL_ON="breaking"), branch)
+            assert result.success  # the gate fails the status, not the run
+            metadata = step_metadata(result)
+            assert [s["status"] for s in forge.statuses("gitlab", sha)][-1] == "failed"
+            assert "int_customers__order_history" in metadata["forge_gate"]
+            notes = forge.comments("gitlab", iid)
+            assert len(notes) == 1 and "🔴 breaking" in notes[0]["body"]
 
     entry = _impact(metadata)["model.shop.int_customers__order_history"]
     assert entry["category"] == "breaking", entry
@@ -153,13 +189,8 @@ def test_a_changed_expression_is_partial_and_reaches_exactly_its_readers(warehou
     with FakeForge() as forge:
         number = forge.open_pull_request(branch)
         variables = forge.env("github", DEFER_ORCH_DAGSTER_URL="http://dagster.example")
-        fields = {field: variables[var] for field, (var, _) in _forge_env_fields().items() if var in variables}
-        defs = build_definitions(env.settings, BranchCiSettings(**fields))
         sha = push_branch(env.repo, branch, edits, tmp_path)
-        result = defs.resolve_job_def(c.BRANCH_CI_JOB).execute_in_process(
-            run_config={"ops": {c.BRANCH_BUILD_OP: {"config": {"branch": branch}}}},
-            instance=env.instance, raise_on_error=False,
-        )
+        result = _run_reporting_to(env, variables, branch)
         assert result.success
         metadata = step_metadata(result)
         _assert_partial(metadata)
@@ -178,10 +209,7 @@ def test_a_changed_expression_is_partial_and_reaches_exactly_its_readers(warehou
         # The next push edits the same comment.
         edits = _edit(env, STG_CUSTOMERS, "lower(email) as email", "lower(trim(both from email)) as email")
         sha2 = push_branch(env.repo, branch, edits, tmp_path)
-        second = defs.resolve_job_def(c.BRANCH_CI_JOB).execute_in_process(
-            run_config={"ops": {c.BRANCH_BUILD_OP: {"config": {"branch": branch}}}},
-            instance=env.instance, raise_on_error=False,
-        )
+        second = _run_reporting_to(env, variables, branch)
         assert second.success
         comments_after = forge.comments("github", number)
         assert len(comments_after) == 1 and comments_after[0]["id"] == comments[0]["id"]
