@@ -215,3 +215,46 @@ def test_build_pr_report_from_a_branch_build_and_json_contract() -> None:
     text = render_markdown(report)
     assert "Catalog Error" in text
     parse_mermaid(text)
+
+
+def test_impact_section_and_graph_by_category() -> None:
+    selected = [
+        {"unique_id": "model.p.stg", "reasons": [{"kind": "body", "detail": []}]},
+        {"unique_id": "model.p.mart", "reasons": [{"kind": "downstream", "detail": ["model.p.stg"]}]},
+        {"unique_id": "model.p.other", "reasons": [{"kind": "downstream", "detail": ["model.p.stg"]}]},
+        {"unique_id": "model.p.renamed", "reasons": [{"kind": "body", "detail": []}]},
+    ]
+    impact = [
+        {"unique_id": "model.p.stg", "category": "partial", "reason": "changes email",
+         "columns": {"added": [], "removed": [], "renamed": [], "retyped": [], "changed": ["email"]},
+         "impacted": [{"unique_id": "model.p.mart", "columns": ["email"]},
+                      {"unique_id": "exposure.p.dashboard", "columns": []}]},
+        {"unique_id": "model.p.renamed", "category": "breaking", "reason": "renames a read column",
+         "columns": {"added": [], "removed": [], "renamed": [{"from": "a", "to": "b"}],
+                     "retyped": [{"column": "c", "prod_type": "INTEGER", "branch_type": "VARCHAR"}],
+                     "changed": []},
+         "impacted": [], "contract": {"changed": True, "breaking": True, "severity": "warning",
+                                      "breaking_changes": ["column c: data_type INTEGER -> VARCHAR"]}},
+    ]
+    report = _report(selected=selected, edges=[["model.p.stg", "model.p.mart"], ["model.p.stg", "model.p.other"]],
+                     impact=impact, impact_lineage={"model.p.mart": {"email": ["model.p.stg.email"]}},
+                     impact_notes=[], impact_error=None)
+    text = render_markdown(report)
+    assert text.index("### Impact downstream") < text.index("### Why selected")
+    assert "**1 🔴 breaking** · 1 🟠 partial · 0 ⚪ unknown · 0 🟢 non-breaking" in text
+    assert "`model.p.mart` (`email`)" in text and "`exposure.p.dashboard`" in text
+    assert "renamed: `a` → `b` · retyped: `c` (INTEGER → VARCHAR)" in text
+    assert "contract: dbt reports a breaking change as a warning" in text
+    assert "| `model.p.mart` | `email` | `model.p.stg.email` |" in text
+    graph = parse_mermaid(text)
+    classes, labels = graph["classes"], graph["nodes"]
+    assert classes[mermaid_id("model.p.stg", {})] == "partial"
+    assert labels[mermaid_id("model.p.stg", {})] == "stg (model) · partial"
+    assert classes[mermaid_id("model.p.mart", {})] == "impacted"
+    assert classes[mermaid_id("model.p.other", {})] == "downstream"  # built, not reached
+    assert classes[mermaid_id("model.p.renamed", {})] == "breaking"
+    assert classes[mermaid_id("exposure.p.dashboard", {})] == "impacted"
+    # An old report (no impact keys) and a failed analysis still render.
+    assert "Impact downstream" not in render_markdown(_report(selected=selected))
+    failed = render_markdown(_report(impact=None, impact_error="column-level impact could not be computed: X"))
+    assert "could not be computed" in failed
