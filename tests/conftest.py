@@ -44,8 +44,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 # --- Two workers finishing together (`make test`: -n 2 --dist loadfile) --------------------
 # xdist hands out whole files, by default those with the most tests first: the unit files
 # (dozens of sub-second tests) went first and the files of one or two minute-long tests
-# (benchmark smoke tests, e2e) last, so one worker ran the last long file while the other
-# sat idle. Instead the workers collect the heaviest files first and the scheduler keeps
+# (benchmark smoke tests, e2e) last, so one worker could run the last long file while the
+# other sat idle. Instead the workers collect the heaviest files first and the scheduler keeps
 # that order (what `--no-loadscope-reorder` does): the cheap files fill the end. Only the
 # order changes; every test still runs, in its file's own order.
 
