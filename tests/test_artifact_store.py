@@ -5,6 +5,8 @@ named; the store down at publish and at resolve. No dbt."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import errno
 import json
 import os
@@ -313,11 +315,7 @@ def test_the_setting_chooses_the_implementation(tmp_path: Path) -> None:
 
 def test_a_url_whose_fsspec_backend_is_missing_names_the_package(tmp_path: Path) -> None:
     pytest.importorskip("fsspec")
-    try:
-        import gcsfs  # noqa: F401
-    except ImportError:
-        pass
-    else:
+    if importlib.util.find_spec("gcsfs") is not None:
         pytest.skip("gcsfs is installed here, so gs:// opens")
     store = open_artifact_store("gs://bucket/prefix", home=tmp_path)
     with pytest.raises(ConfigurationError, match="install gcsfs"):
