@@ -4,9 +4,13 @@ with the standard libpq settings (``PGHOST``, ``PGPORT``, ``PGUSER``, ``PGPASSWO
 
 Unlike DuckDB, PostgreSQL takes many writers at once (``serialise_writers`` is false):
 branch builds run in parallel, one branch at a time per schema (:meth:`schema_lock`, an
-advisory lock). The password never appears in messages, metadata or the generated
-``profiles.yml``: dbt reads it from an environment variable only our dbt processes get
-(:meth:`dbt_env`).
+advisory lock), and one production build at a time (:meth:`production_write`, another).
+Advisory locks live in the server, so they hold across every host that reaches it, and
+a holder that dies frees them: its session ends when its connection closes, or, when its
+host vanished without closing it, when the server's TCP keepalives give up on it (set
+short on the lock's own session, :data:`_LOCK_SESSION_KEEPALIVES`). The password never
+appears in messages, metadata or the generated ``profiles.yml``: dbt reads it from an
+environment variable only our dbt processes get (:meth:`dbt_env`).
 """
 
 from __future__ import annotations
@@ -46,6 +50,12 @@ _CONNECTION_LOST = re.compile(
 )
 # Grants are serialised (parallel branch builds granting at once: "tuple concurrently updated").
 _GRANT_LOCK_KEY = 0x6465666572  # "defer"
+# The advisory lock of production's writes (a name no branch schema can take: ':' is not a
+# schema-name character), hashed to a key as schema names are.
+PRODUCTION_LOCK_NAME = "defer_orchestration:production"
+# Server-side keepalives of a lock's session: a holder whose host vanished without closing
+# its connection frees the lock after ~idle + interval * count seconds, not the kernel's 2 h.
+_LOCK_SESSION_KEEPALIVES = {"tcp_keepalives_idle": 20, "tcp_keepalives_interval": 5, "tcp_keepalives_count": 4}
 
 
 class PostgresConnection(WarehouseConnection):
@@ -132,6 +142,8 @@ class PostgresWarehouse(Warehouse):
     dbname: str
     password: str = field(default="", repr=False)
     lock_timeout_s: float = 60.0
+    # How long a production build waits for another one (on any host) to finish writing.
+    production_wait_s: float = 3600.0
     connect_timeout_s: int = 10
     # The login role branch builds connect as; empty: production's credentials.
     ci_user: str = ""
@@ -297,18 +309,41 @@ class PostgresWarehouse(Warehouse):
     @contextmanager
     def schema_lock(self, schema: str) -> Iterator[None]:
         """One operation per branch schema at a time (a session advisory lock)."""
-        key = int.from_bytes(hashlib.sha256(schema.encode()).digest()[:8], "big", signed=True)
+        message = (
+            f"branch schema {schema} is held by another operation (a run or a teardown of the "
+            f"same branch, on this host or another); waited {self.lock_timeout_s:.0f} s. {self.lock_advice()}"
+        )
+        with self._advisory_lock(advisory_key(schema), self.lock_timeout_s, message):
+            yield
+
+    @contextmanager
+    def production_write(self) -> Iterator[None]:
+        """One production build at a time, whichever host runs it (a session advisory lock).
+
+        Dagster's ``production`` pool already serialises production steps of one instance;
+        this holds without it too (a pool set to more than 1, a build from the command line)."""
+        message = (
+            f"another production build (on this host or another) has been writing production in "
+            f"{self.describe()} for {self.production_wait_s:.0f} s; wait for it to finish or cancel "
+            "it, then relaunch prod_build_job."
+        )
+        with self._advisory_lock(advisory_key(PRODUCTION_LOCK_NAME), self.production_wait_s, message):
+            yield
+
+    @contextmanager
+    def _advisory_lock(self, key: int, timeout_s: float, message: str) -> Iterator[None]:
+        """Hold the session advisory lock ``key`` on a connection of its own, waiting up to
+        ``timeout_s`` (then :class:`WarehouseLockedError` with ``message``)."""
         conn = self._open()
         try:
             cursor = conn.cursor()
-            cursor.execute(f"set lock_timeout = '{int(self.lock_timeout_s * 1000)}ms'")
+            for setting, value in _LOCK_SESSION_KEEPALIVES.items():
+                cursor.execute(f"set {setting} = {int(value)}")
+            cursor.execute(f"set lock_timeout = '{int(timeout_s * 1000)}ms'")
             try:
                 cursor.execute("select pg_advisory_lock(%s)", [key])
             except psycopg2.errors.LockNotAvailable as exc:
-                raise WarehouseLockedError(
-                    f"branch schema {schema} is held by another operation (a run or a teardown of the "
-                    f"same branch); waited {self.lock_timeout_s:.0f} s. {self.lock_advice()}"
-                ) from exc
+                raise WarehouseLockedError(message) from exc
             yield
         finally:
             conn.close()  # releases the session's advisory lock
@@ -339,6 +374,11 @@ class PostgresWarehouse(Warehouse):
     def lock_advice(self) -> str:
         """Another operation holds the branch schema's lock."""
         return "another run of the same branch holds its schema; wait for it or cancel it, then relaunch."
+
+
+def advisory_key(name: str) -> int:
+    """The 64-bit advisory-lock key of ``name`` (a branch schema, or a fixed lock name)."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
 def postgres_from_settings(
