@@ -118,6 +118,12 @@ def test_status_lists_production_each_watched_branch_and_the_ttl_sweep(prod_env,
         data = json.loads(defer_orch("report", result.run_id, "--format", "json", env=cli_env(prod_env)).stdout)
         assert {e["unique_id"] for e in data["selected"]} >= {"model.shop.payment_method_summary"}
         assert all({"kind", "detail"} <= set(r) for e in data["selected"] for r in e["reasons"])
+        # Column-level impact: a comment changes no column and no row.
+        impact = {e["unique_id"]: e for e in data["impact"]}
+        entry = impact["model.shop.payment_method_summary"]
+        assert entry["category"] == "non_breaking" and entry["impacted"] == [], entry
+        assert set(entry["columns"]) == {"added", "removed", "renamed", "retyped", "changed"}
+        assert "### Impact downstream (column level)" in body.stdout
         missing = defer_orch("report", "00000000-0000-0000-0000-000000000000", env=cli_env(prod_env))
         assert missing.returncode == 2 and "no run" in missing.stderr
     finally:
