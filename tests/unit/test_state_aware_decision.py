@@ -199,3 +199,49 @@ def test_fingerprints_are_stable_and_name_the_changed_part() -> None:
 
 def test_selection_names_exactly_the_nodes_by_fqn() -> None:
     assert selection(_manifest(), {"model.p.top", "seed.p.codes"}) == ["fqn:p.codes", "fqn:p.top"]
+
+
+def test_builds_that_failed_after_the_publication_make_their_nodes_rebuilt() -> None:
+    from defer_orchestration.production.state_aware import attempt_record, merge_attempts
+
+    manifest = _manifest()
+    run_results = {"results": [
+        {"unique_id": "model.p.stg_a", "status": "success"},
+        {"unique_id": "model.p.mart_a", "status": "error"},
+        {"unique_id": "model.p.top", "status": "skipped"},
+    ]}
+    first = attempt_record(run_results, {"model.p.stg_a", "model.p.mart_a", "model.p.top"}, manifest)
+    assert first == {"written": ["model.p.stg_a"], "failed": {"model.p.mart_a": "error", "model.p.top": "skipped"}}
+    # a later failed build wrote mart_a: its latest attempt wins
+    merged = merge_attempts([("run-2", first), ("run-3", {"written": ["model.p.mart_a"], "failed": {}})])
+    assert merged == {"failed": {"model.p.top": ["skipped", "run-2"]},
+                      "written": {"model.p.stg_a": "run-2", "model.p.mart_a": "run-3"}}
+    previous = _previous()
+    previous = PreviousBuild(
+        code=previous.code, run_results=previous.run_results, data_versions=previous.data_versions,
+        built_in=previous.built_in, run_id="run-1",
+        failed_since={"model.p.top": ("skipped", "run run-2")},
+        written_since={"model.p.stg_a": "run-2", "model.p.mart_a": "run-3"},
+    )
+    decision = _decide(manifest, previous=previous)
+    assert [r.as_json() for r in decision.rebuild["model.p.top"]][0] == {"kind": "failed", "detail": ["skipped", "run run-2"]}
+    assert decision.rebuild["model.p.stg_a"][0].detail == ("written by run run-2, not published",)
+    assert set(decision.rebuild) == {"model.p.stg_a", "model.p.mart_a", "model.p.top"}
+
+
+def test_possibly_spurious_changes_are_counted_for_xmin_only() -> None:
+    from defer_orchestration.production.state_aware import possibly_spurious
+
+    before = {"a": "xmin:3:100", "b": "xmin:3:100", "c": "rowhash:3:9", "d": "max:2026"}
+    now = {"a": "xmin:3:250", "b": "xmin:4:250", "c": "rowhash:3:8", "d": "max:2027", "e": None}
+    assert possibly_spurious(before, now) == ["a"]
+
+
+def test_the_why_table_lists_rebuilt_then_kept_nodes() -> None:
+    from defer_orchestration.production.state_aware import why_table
+
+    decision = _decide(_manifest(), versions={**VERSIONS, "source.p.raw.b": "w2"})
+    table = why_table(decision)
+    assert "| model.p.stg_b | rebuilt | data: source.p.raw.b |" in table
+    assert "| model.p.stg_a | kept | last built in run run-1 |" in table
+    assert "more nodes" in why_table(decision, limit=2)
