@@ -10,7 +10,7 @@ OLDEST_BIN   := $(OLDEST)/bin
 OLDEST_STAMP := $(OLDEST)/.installed
 CHECK_PYTHON := @$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "defer-orchestration needs Python 3.11, found " + sys.version.split()[0]'
 
-.PHONY: install install-oldest demo test test-fast test-oldest constraints-newest dev dev-pg bench clean
+.PHONY: install install-oldest demo test test-fast test-oldest constraints-newest dev dev-pg dev-distributed bench clean
 
 ## Exactly the versions the suite is tested on (constraints/newest.txt).
 install: $(STAMP)
@@ -105,6 +105,15 @@ dev-pg: install
 	DAGSTER_HOME=$(CURDIR)/$(PG_HOME) DEFER_ORCH_WAREHOUSE=postgres \
 	$(BIN)/python tests/postgres_server.py --dir $(PG_DIR) --dagster-db dagster -- sh -c \
 	'$(BIN)/dagster instance concurrency set branch_builds 4 && exec $(BIN)/dagster dev -w workspace.yaml'
+
+## Several hosts on one machine (deploy/celery/README.md): PostgreSQL, Redis, SeaweedFS (S3),
+## two Celery workers with homes of their own and `dagster dev` running jobs on them
+## (DEFER_ORCH_EXECUTOR=celery). Everything is throwaway and stops with dagster dev.
+DIST_DIR ?= .defer_orchestration/distributed
+dev-distributed: install
+	bash tests/ensure_postgres.sh
+	bash deploy/celery/ensure_redis.sh
+	$(BIN)/python deploy/celery/dev_distributed.py --dir $(DIST_DIR)
 
 clean:
 	rm -rf .defer_orchestration .pytest_cache

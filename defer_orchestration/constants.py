@@ -68,6 +68,10 @@ ENV_REQUIRE_CI_ROLE = "DEFER_ORCH_REQUIRE_CI_ROLE"
 ENV_PROD_COMMANDS = "DEFER_ORCH_PROD_COMMANDS"
 ENV_PUBLISH_ON = "DEFER_ORCH_PUBLISH_ON"
 ENV_SENSOR_INTERVAL_S = "DEFER_ORCH_SENSOR_INTERVAL_S"
+# The jobs' executor: in_process (default) or celery (deploy/celery/), and the Celery broker
+# and result backend (one Redis URL) the celery executor and its workers share.
+ENV_EXECUTOR = "DEFER_ORCH_EXECUTOR"
+ENV_CELERY_BROKER = "DEFER_ORCH_CELERY_BROKER"
 DEFAULT_SENSOR_INTERVAL_S = 30
 
 DEFAULT_HOME_DIRNAME = ".defer_orchestration"

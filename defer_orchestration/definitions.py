@@ -22,6 +22,7 @@ from defer_orchestration.defs.jobs import (
     build_branch_teardown_job,
     prod_build_job,
 )
+from defer_orchestration.defs.executor import build_executor
 from defer_orchestration.defs.schedules import build_branch_schema_ttl_schedule, build_prod_build_schedule
 from defer_orchestration.defs.sensors import (
     build_branch_ci_sensor,
@@ -84,8 +85,9 @@ def build_definitions(
             build_branch_parse_template_sensor(load.sensor_interval_s),
         ],
         # One process per run: every step holds the single-slot warehouse pool anyway, so a
-        # process per step would only add ~5 s of start-up to each.
-        executor=dg.in_process_executor,
+        # process per step would only add ~5 s of start-up to each. DEFER_ORCH_EXECUTOR=celery
+        # sends steps to Celery workers on other hosts (deploy/celery/).
+        executor=build_executor(load.executor),
         resources={
             "settings": runtime_settings,
             "branch_settings": runtime_branch,

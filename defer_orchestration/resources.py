@@ -377,10 +377,12 @@ class LoadSettings:
 
     sensor_interval_s: int = c.DEFAULT_SENSOR_INTERVAL_S
     prod_cron: str = c.DEFAULT_PROD_CRON
+    executor: str = "in_process"  # or "celery" (defs/executor.py)
 
 
 def load_settings_from_env() -> LoadSettings:
-    """DEFER_ORCH_SENSOR_INTERVAL_S and DEFER_ORCH_PROD_CRON, read when definitions load."""
+    """DEFER_ORCH_SENSOR_INTERVAL_S, DEFER_ORCH_PROD_CRON and DEFER_ORCH_EXECUTOR, read when
+    definitions load (the executor is part of the jobs' definitions, not of a run's config)."""
     raw_interval = os.environ.get(c.ENV_SENSOR_INTERVAL_S) or str(c.DEFAULT_SENSOR_INTERVAL_S)
     try:
         interval = int(raw_interval)
@@ -389,4 +391,11 @@ def load_settings_from_env() -> LoadSettings:
             f"{c.ENV_SENSOR_INTERVAL_S}={raw_interval!r} is not a whole number of seconds; set it "
             f"to e.g. {c.DEFAULT_SENSOR_INTERVAL_S} or unset it."
         ) from exc
-    return LoadSettings(interval, os.environ.get(c.ENV_PROD_CRON) or c.DEFAULT_PROD_CRON)
+    executor = (os.environ.get(c.ENV_EXECUTOR) or "in_process").strip().lower()
+    if executor == "celery" and not os.environ.get(c.ENV_CELERY_BROKER):
+        raise ConfigurationError(
+            f"{c.ENV_EXECUTOR}=celery needs {c.ENV_CELERY_BROKER}, the Redis URL its workers listen on "
+            "(e.g. redis://127.0.0.1:6379/0); set it in every Dagster process and worker, or unset "
+            f"{c.ENV_EXECUTOR} to run in process."
+        )
+    return LoadSettings(interval, os.environ.get(c.ENV_PROD_CRON) or c.DEFAULT_PROD_CRON, executor)
