@@ -29,6 +29,7 @@ from conftest import ProdEnv
 from helpers import commit_all, git, init_repo
 
 from defer_orchestration import constants as c
+from defer_orchestration.production.fingerprint import code_versions
 from defer_orchestration.branch.comparison import commit_manifest_cache, store_commit_manifest
 from defer_orchestration.dbt.packages import IN_PLACE_LINE
 from defer_orchestration.dbt.project import prepare_manifest
@@ -92,6 +93,13 @@ def _reference(manifest: Path) -> dg.AssetsDefinition:
     """dagster-dbt's own ``@dbt_assets`` definition, no cache involved."""
     compute = prod_dbt._prod_dbt_compute({})
     return build_with_dagster_dbt(json.loads(manifest.read_text()), compute, name=c.PROD_DBT_OP, pool=POOL)
+
+
+def _as_built(manifest: Path) -> dg.AssetsDefinition:
+    """The reference as ``build_prod_dbt_assets`` serves it: dagster-dbt's definition with
+    production's code fingerprints as code versions (no project vars here)."""
+    versions = code_versions(json.loads(manifest.read_text()), {})
+    return prod_dbt._with_code_versions(_reference(manifest), versions)
 
 
 def _from_cache(manifest: Path) -> dg.AssetsDefinition:
@@ -171,7 +179,7 @@ def test_the_cached_definition_equals_dagster_dbts(manifest: Path) -> None:
 
 
 def test_build_prod_dbt_assets_writes_the_cache_then_loads_from_it(manifest: Path) -> None:
-    reference = _reference(manifest)
+    reference = _as_built(manifest)
     assert spec_cache.existing(manifest) is None
     first = prod_dbt.build_prod_dbt_assets(manifest, pool=POOL)  # dagster-dbt, writes the cache
     assert spec_cache.existing(manifest) is not None
@@ -204,7 +212,7 @@ def _corruptions(cache: Path, other: Path) -> Iterator[tuple[str, bytes]]:
 def test_a_corrupt_cache_falls_back_to_dagster_dbt_and_the_right_graph(
     manifest: Path, parsed: dict[str, tuple[Path, Path]], tmp_path: Path
 ) -> None:
-    want = spec_cache.definition_signature(_reference(manifest))
+    want = spec_cache.definition_signature(_as_built(manifest))
     cache = prod_dbt.cache_asset_specs(manifest)
     assert cache is not None
     other = tmp_path / "other" / "manifest.json"
