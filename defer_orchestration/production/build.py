@@ -209,7 +209,13 @@ def _run_prod_build(
         selection = ["--select", "state:modified+", "--state", str(latest.path)] if changed and latest else []
         vars_now = sa.project_vars(project, request.vars)
         head, _ = _head_manifest(settings, paths, sha, request, work, parse=state_aware)
-        observation = _observe(settings, head, log, required=state_aware) if head is not None else None
+        # Without the head's manifest (not parsed yet, and a full or changed build does not
+        # parse before building), the published one names the sources: a source new in the
+        # head is then unobserved, which the next state-aware build counts as changed.
+        sources_from = head if head is not None else (
+            artifacts.load_json(latest.path / "manifest.json", what="published production manifest") if latest else None
+        )
+        observation = _observe(settings, sources_from, log, required=state_aware) if sources_from is not None else None
         plan: sa.StateAwarePlan | None = None
         if state_aware and head is not None and observation is not None:
             last_build = (

@@ -228,6 +228,13 @@ def _latest(instance: dg.DagsterInstance) -> Any:
         return None
 
 
+def _latest_or_none(instance: dg.DagsterInstance) -> Any:
+    try:
+        return latest_published_manifest(instance)
+    except DeferOrchestrationError:
+        return None
+
+
 def _previous_state(instance: dg.DagsterInstance, latest: Any) -> dict[str, Any]:
     """The record the latest published build left (``state_aware_state`` of the
     ``prod_manifest`` materialization that published ``latest``); {} when it left none."""
@@ -434,7 +441,10 @@ def _prod_dbt_compute(known_keys: Mapping[str, dg.AssetKey], produced_here: froz
                 vars=merge_vars(core.dbt_vars, parse_vars(config.vars, what="the launch option `vars`")),
                 now=config.clock,
             )
-            latest = _latest(context.instance) if config.mode is not ProdMode.full else None
+            # Every mode reads it: a full build observes the published manifest's sources when
+            # it has no manifest of its head yet (production/build.py), and needs nothing else
+            # from it, so a damaged publication does not stop a full build.
+            latest = _latest(context.instance) if config.mode is not ProdMode.full else _latest_or_none(context.instance)
             result = run_prod_build(
                 core, branch_settings.repo_settings_or_none(settings), request,
                 run_id=context.run.run_id, latest=latest, log=context.log,
