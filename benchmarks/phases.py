@@ -46,6 +46,7 @@ PHASE_OF = {
     "dbt_session_exit": "dbt_session_exit",  # dbt's process ends (releases the warehouse file)
     "summary": "summary",  # the run's summary from the artifacts
     "data_diff": "data_diff",  # branch vs production comparison of the built models
+    "impact": "data_diff",  # (reported with it) column-level impact of the modified models
     "cleanup": "cleanup",  # worktree and scratch files removed
 }
 # Every phase of the report: ``dagster`` = run wall time minus the product's phases.
