@@ -31,6 +31,7 @@ demo: install
 test: install
 	bash tests/e2e/ensure_chromium.sh
 	bash tests/ensure_postgres.sh
+	bash deploy/celery/ensure_redis.sh
 	@# mypy (half a minute) runs beside the tests, off the critical path; either failing
 	@# fails the target, and mypy's verdict is printed after the tests'.
 	@log=$$(mktemp); $(BIN)/mypy > $$log 2>&1 & mypy=$$!; \
