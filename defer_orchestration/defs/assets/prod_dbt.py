@@ -221,16 +221,16 @@ def _events(
     return StepEvents(events, assets_def), unknown
 
 
-def _latest(instance: dg.DagsterInstance) -> Any:
+def _latest(instance: dg.DagsterInstance, home: Path) -> Any:
     try:
-        return latest_published_manifest(instance)
+        return latest_published_manifest(instance, home=home)
     except NoManifestPublishedError:
         return None
 
 
-def _latest_or_none(instance: dg.DagsterInstance) -> Any:
+def _latest_or_none(instance: dg.DagsterInstance, home: Path) -> Any:
     try:
-        return latest_published_manifest(instance)
+        return latest_published_manifest(instance, home=home)
     except DeferOrchestrationError:
         return None
 
@@ -444,7 +444,11 @@ def _prod_dbt_compute(known_keys: Mapping[str, dg.AssetKey], produced_here: froz
             # Every mode reads it: a full build observes the published manifest's sources when
             # it has no manifest of its head yet (production/build.py), and needs nothing else
             # from it, so a damaged publication does not stop a full build.
-            latest = _latest(context.instance) if config.mode is not ProdMode.full else _latest_or_none(context.instance)
+            # An object store's version is cached under this run's DEFER_ORCH_HOME.
+            latest = (
+                _latest(context.instance, core.home) if config.mode is not ProdMode.full
+                else _latest_or_none(context.instance, core.home)
+            )
             result = run_prod_build(
                 core, branch_settings.repo_settings_or_none(settings), request,
                 run_id=context.run.run_id, latest=latest, log=context.log,
