@@ -34,13 +34,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as _dt
 import io
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,7 +48,9 @@ if os.fspath(REPO_ROOT) not in sys.path:
     sys.path.insert(0, os.fspath(REPO_ROOT))
 
 from benchmarks.common import (  # noqa: E402
-    BenchError, environ, fmt_stats, git, log, machine_info, product_info, publish_markdown, stats,
+    run_in_scratch,
+    scratch_parser,
+    BenchError, environ, fmt_stats, git, log, stats,
 )
 from benchmarks.generate_project import GeneratedProject, generate_project  # noqa: E402
 from benchmarks.phases import PHASE_SECONDS_KEY, output_metadata, required  # noqa: E402
@@ -259,38 +258,18 @@ def render_markdown(results: dict[str, Any]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", type=int, default=300, help="models in the generated project")
-    parser.add_argument("--repeats", type=int, default=3, help="fresh hosts (one cold and one warm push each)")
-    parser.add_argument("--out", type=Path, required=True, help="JSON results file")
-    parser.add_argument("--markdown", type=Path, help="also write the table here")
-    parser.add_argument("--work-dir", type=Path, help="scratch directory (default: a temp dir)")
-    parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    parser: argparse.ArgumentParser = scratch_parser(
+        __doc__.split("\n\n")[0], models=300, repeats=3, repeats_help="fresh hosts (one cold and one warm push each)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    root = Path(tempfile.mkdtemp(prefix="bench_cold_host_", dir=args.work_dir))
-    started_at = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-    t0 = time.perf_counter()
-    try:
-        result = bench_cold_host(root, args.models, args.repeats)
-    finally:
-        if not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
-    meta = {
-        "started_at": started_at,
-        "total_seconds": round(time.perf_counter() - t0, 1),
-        "machine": machine_info(),
-        "product": product_info(),
-        "argv": sys.argv[1:] if argv is None else list(argv),
-    }
-    results = {"schema_version": SCHEMA_VERSION, "meta": meta, "result": result}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-    publish_markdown(render_markdown(results), args.markdown, f"(total {meta['total_seconds']} s; JSON: {args.out})")
-    return 0
+    return run_in_scratch(
+        args, argv, prefix="bench_cold_host_", schema_version=SCHEMA_VERSION,
+        bench=bench_cold_host, render_markdown=render_markdown,
+    )
 
 
 if __name__ == "__main__":

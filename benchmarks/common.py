@@ -353,3 +353,51 @@ def publish_markdown(markdown: str, path: Path | None, trailer: str | None = Non
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(markdown + "\n", encoding="utf-8")
+
+
+def scratch_parser(description: str, *, models: int, repeats: int, repeats_help: str) -> Any:
+    """The command line of a runner that works in a scratch directory: ``--models``,
+    ``--repeats``, ``--out`` (JSON), ``--markdown``, ``--work-dir``, ``--keep``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--models", type=int, default=models, help="models in the generated project")
+    parser.add_argument("--repeats", type=int, default=repeats, help=repeats_help)
+    parser.add_argument("--out", type=Path, required=True, help="JSON results file")
+    parser.add_argument("--markdown", type=Path, help="also write the table here")
+    parser.add_argument("--work-dir", type=Path, help="scratch directory (default: a temp dir)")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    return parser
+
+
+def run_in_scratch(
+    args: Any, argv: Sequence[str] | None, *, prefix: str, schema_version: int,
+    bench: Any, render_markdown: Any,
+) -> int:
+    """Run ``bench(root, models, repeats)`` in a scratch directory (removed unless
+    ``--keep``), write ``{"schema_version", "meta", "result"}`` to ``--out`` and publish
+    ``render_markdown`` of it."""
+    import json
+    import shutil
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir=args.work_dir))
+    started_at = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    t0 = time.perf_counter()
+    try:
+        result = bench(root, args.models, args.repeats)
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    meta = {
+        "started_at": started_at,
+        "total_seconds": round(time.perf_counter() - t0, 1),
+        "machine": machine_info(),
+        "product": product_info(),
+        "argv": sys.argv[1:] if argv is None else list(argv),
+    }
+    results = {"schema_version": schema_version, "meta": meta, "result": result}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    publish_markdown(render_markdown(results), args.markdown, f"(total {meta['total_seconds']} s; JSON: {args.out})")
+    return 0
