@@ -94,3 +94,17 @@ def test_a_queued_step_is_never_lost_however_long_it_waits() -> None:
         now[0] += PING_INTERVAL_S
         assert not watched.ready()
     assert app.pinged == []  # no worker to ask about yet
+
+
+def test_with_internals_off_dagster_celerys_own_executor_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guard's fallback: dagster-celery's stock executor, configured the same way."""
+    from dagster_celery import celery_executor as stock
+
+    from defer_orchestration.lib.internals import reset_reports
+
+    ours = build_executor("celery")
+    assert ours.executor_creation_fn is not stock.executor_creation_fn  # the tested version: ours
+    monkeypatch.setenv("DEFER_ORCH_INTERNALS", "off")
+    reset_reports()
+    fallback = build_executor("celery")
+    assert fallback.name == "celery" and fallback.executor_creation_fn is stock.executor_creation_fn

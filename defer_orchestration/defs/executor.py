@@ -26,11 +26,15 @@ Two things the stock ``celery_executor`` (dagster-celery) lacks, added here:
   remains either way: a publication counts only once its completion object is written
   and its materialization recorded, and advisory locks die with their session.
 
-What this module touches of dagster-celery (tested on 0.29.27, celery 5.6): the
-``CeleryExecutor`` class (constructor, ``config_source``, ``execute``) and
-``core_celery_execution_loop`` with its ``step_execution_fn`` hook, whose results the loop
-uses through ``ready()``, ``get()`` and ``revoke()`` only. dagster-celery is imported when
-the Celery executor is chosen, never otherwise (it is an optional extra).
+A guarded module (``lib/internals.py``): what it touches of dagster-celery (tested on
+0.29.27, celery 5.6) is the ``CeleryExecutor`` class (constructor, ``config_source``,
+``execute``), ``core_celery_execution_loop`` with its ``step_execution_fn`` hook (whose
+results the loop uses through ``ready()``, ``get()`` and ``revoke()`` only), the private
+``_submit_task`` and Dagster's ``RetryMode``. On another dagster-celery version, or with
+``DEFER_ORCH_INTERNALS=off``, the stock ``celery_executor`` runs instead (one log line
+says so): steps then follow only their ops' queue tags, and a vanished worker is not
+detected. dagster-celery is imported when the Celery executor is chosen, never otherwise
+(it is an optional extra).
 """
 
 from __future__ import annotations
@@ -43,12 +47,27 @@ import dagster as dg
 
 from defer_orchestration import constants as c
 from defer_orchestration.lib.errors import ConfigurationError
+from defer_orchestration.lib.internals import Internal, enabled
 
 EXECUTORS = ("in_process", "celery")
 QUEUE_TAG = "dagster-celery/queue"  # dagster_celery.tags.DAGSTER_CELERY_QUEUE_TAG
 PING_INTERVAL_S = 3.0
 LOST_AFTER_PINGS = 3
 _PING_TIMEOUT_S = 2.0
+
+
+CELERY_INTERNALS = Internal(
+    name="run-level Celery queues and lost-worker detection",
+    distribution="dagster-celery",
+    # The exact versions tests/e2e/test_two_hosts.py and tests/test_celery_executor.py ran on.
+    tested=("0.29.27",),
+    touches=(
+        "dagster_celery.executor.CeleryExecutor.execute/config_source",
+        "dagster_celery.core_execution_loop.core_celery_execution_loop(step_execution_fn=)",
+        "dagster_celery.executor._submit_task",
+        "dagster._core.execution.retries.RetryMode",
+    ),
+)
 
 
 class CeleryStepLostError(Exception):
@@ -70,14 +89,20 @@ def celery_executor() -> dg.ExecutorDefinition:
     """dagster-celery's executor with run-level queues and lost-worker detection, its broker
     and result backend both ``DEFER_ORCH_CELERY_BROKER`` (resolved when a run starts)."""
     try:
-        from dagster_celery.executor import CELERY_CONFIG, CeleryExecutor
-        from dagster_celery.core_execution_loop import core_celery_execution_loop
-        from dagster_celery.executor import _submit_task
+        from dagster_celery import celery_executor as stock_celery_executor
     except ImportError as exc:
         raise ConfigurationError(
             f"{c.ENV_EXECUTOR}=celery needs dagster-celery: pip install 'defer-orchestration[distributed]' "
             "(or dagster-celery with celery[redis]) in the environment of every Dagster process and worker."
         ) from exc
+    broker = {"env": c.ENV_CELERY_BROKER}
+    config = {"broker": broker, "backend": broker, "config_source": {"task_track_started": True}}
+    if not enabled(CELERY_INTERNALS):  # dagster-celery's own executor, as shipped
+        executor: dg.ExecutorDefinition = stock_celery_executor.configured(config, name="celery")
+        return executor
+    from dagster_celery.executor import CELERY_CONFIG, CeleryExecutor
+    from dagster_celery.core_execution_loop import core_celery_execution_loop
+    from dagster_celery.executor import _submit_task
     from dagster._core.execution.retries import RetryMode
 
     class RunQueueCeleryExecutor(CeleryExecutor):  # type: ignore[misc]
@@ -99,11 +124,7 @@ def celery_executor() -> dg.ExecutorDefinition:
             config_source=config.get("config_source"), retries=RetryMode.from_config(config["retries"]),
         )
 
-    broker = {"env": c.ENV_CELERY_BROKER}
-    return defer_orch_celery_executor.configured(
-        {"broker": broker, "backend": broker, "config_source": {"task_track_started": True}},
-        name="celery",
-    )
+    return defer_orch_celery_executor.configured(config, name="celery")
 
 
 def _watched_submit(submit: Callable[..., Any]) -> Callable[..., Any]:

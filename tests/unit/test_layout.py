@@ -116,6 +116,7 @@ def test_importing_the_core_loads_no_dagster() -> None:
 GUARDED = {
     f"{PACKAGE}.dbt.internals",
     *(f"{PACKAGE}.dagster_storage.{name}" for name in ("sqlite", "postgres", "durability", "instance", "step_context")),
+    f"{PACKAGE}.defs.executor",  # dagster-celery's executor loop (DEFER_ORCH_EXECUTOR=celery)
 }
 PUBLIC_DBT = frozenset({"dbt.cli.main"})
 
