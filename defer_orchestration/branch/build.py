@@ -24,6 +24,7 @@ from defer_orchestration import constants as c
 from defer_orchestration.branch.checkout import branch_checkout, branch_dbt_paths, mirror_dir
 from defer_orchestration.branch.comparison import choose_comparison, parse_commit_manifest
 from defer_orchestration.branch.impact import column_impact
+from defer_orchestration.branch.parse_template import fetch_parse_template
 from defer_orchestration.branch.reasons import Reason, selection_reasons
 from defer_orchestration.branch.preflight import (
     branch_relations,
@@ -237,13 +238,17 @@ def plan_states(
     stale = stale_state_message(published.created_at, clock(), request.max_state_age_hours)
     if stale and request.fail_on_stale_state:
         raise StaleStateError(f"{stale} (on_stale_state=fail: nothing was built)")
+    store_warnings: list[str] = []  # a published merge-base parse that could not be used
     comparison = choose_comparison(
         enabled=request.compare_to_merge_base, latest=published, mirror=mirror, sha=sha,
         main_branch=repo.main_branch, published_for_commit=published_for_commit,
-        parse_commit=lambda base: parse_commit_manifest(settings, repo, mirror, base, vars=run_vars),
+        parse_commit=lambda base: parse_commit_manifest(
+            settings, repo, mirror, base, vars=run_vars, warnings=store_warnings
+        ),
     )
     state = StateArgs(comparison.path, published.path, favor_state=request.favor_state)
     warnings = [w for w in (stale, failing_tests_message(published.version, published.failing_tests)) if w]
+    warnings += store_warnings
     return _Plan(
         sha, request.select, request.exclude, state, comparison.note, published, run_vars,
         tuple(warnings), comparison.parse,
@@ -279,7 +284,16 @@ def _build_checkout(
         settings, repo, checkout, run_dir, schema, where=where, vars=plan.vars, production_schemas=production_schemas,
         owned=owned,
     )
-    parsing = _start_parse(dbt, paths, settings.home, schema, reuse=request.reuse_parse and stable)
+    fetch_template = (
+        (lambda: fetch_parse_template(
+            settings, repo, sha=plan.published.git_sha if plan.published else None, project_dir=paths.project_dir,
+            vars=plan.vars, production_schemas=production_schemas, log=log,
+        ))
+        if owned and plan.published is not None else None
+    )
+    parsing = _start_parse(
+        dbt, paths, settings.home, schema, reuse=request.reuse_parse and stable, fetch_template=fetch_template
+    )
     # While dbt parses (the longest step of a slim run), talk to the warehouse and read
     # production's artifacts.
     # From here to the end of the data diff, the branch's dbt code runs isolated from
@@ -292,7 +306,9 @@ def _build_checkout(
         # Registered before building, so teardown can drop even a half-built schema.
         settings.warehouse.register_branch_schemas(schema, [schema], branch=request.branch, sha=plan.sha, now=clock())
     with phases.phase("read_artifacts"):
-        write_state(run_dir, sha=plan.sha, state=plan.state, exclude=plan.exclude, vars=plan.vars)
+        write_state(
+            run_dir, sha=plan.sha, state=plan.state, exclude=plan.exclude, vars=plan.vars, published=plan.published
+        )
         prod_results = load_published(plan.published, "run_results.json")
     isolation_warning = settings.warehouse.isolation_warning()
     with phases.phase("parse"):
@@ -306,7 +322,10 @@ def _build_checkout(
     log.info(f"selection preview: {len(selected)} nodes in {ls_run.seconds:.1f}s")
     with phases.phase("why_selected"):
         reasons, reasons_error = explain_selection(selected, branch_manifest, plan.state, prod_manifest, plan.published)
-    warnings = [*([isolation_warning] if isolation_warning else []), *plan.warnings]
+    warnings = [
+        *([isolation_warning] if isolation_warning else []), *plan.warnings,
+        *([parsing.warning] if parsing.warning else []),
+    ]
     if plan.published is not None:
         mismatch = dbt_version_message(plan.published.dbt_version, artifacts.dbt_version(branch_manifest))
         if mismatch:
@@ -470,6 +489,7 @@ class _Parsing:
     cache: Path
     seeded: bool
     keep: bool
+    warning: str | None = None  # why a published parse template could not be used
 
     def finish(self) -> tuple[DbtRun, str]:
         """Wait for dbt; fail the run if the branch does not parse; keep the new parse.
@@ -485,14 +505,25 @@ class _Parsing:
         return run, parse_cache.outcome(self.seeded, run.output)
 
 
-def _start_parse(dbt: DbtSession, paths: DbtPaths, home: Path, schema: str, *, reuse: bool) -> _Parsing:
+def _start_parse(
+    dbt: DbtSession,
+    paths: DbtPaths,
+    home: Path,
+    schema: str,
+    *,
+    reuse: bool,
+    fetch_template: Callable[[], str | None] | None = None,
+) -> _Parsing:
     """Seed the branch's previous parse (when ``reuse``) and start dbt's parse; a branch
-    without one (its first run) starts from production's parse template, if there is one."""
+    without one (its first run) starts from production's parse template, if there is one
+    (``fetch_template`` first fetches the published one to this host when it lacks it,
+    returning a warning when that failed)."""
     cache = parse_cache.cache_dir(home, schema)
     seeded = reuse and parse_cache.seed(cache, paths.target_path, paths.project_dir)
+    warning = fetch_template() if reuse and not seeded and fetch_template is not None else None
     template = parse_cache.template_for(home, schema, paths.project_dir) if reuse and not seeded else None
     pending = dbt.submit(["parse"], paths, target=c.BRANCH_TARGET, parse_template=template)
-    return _Parsing(pending, cache, seeded, keep=reuse)
+    return _Parsing(pending, cache, seeded, keep=reuse, warning=warning)
 
 
 def list_selected(

@@ -6,15 +6,23 @@ would rebuild them with stale code. The state of the branch's merge-base with ma
 avoids that. :func:`decide` is the pure decision over what git and the event log said
 (:class:`ComparisonInputs`); :func:`choose_comparison` gathers those inputs and parses
 the merge-base when no production build of it was published.
+
+A merge-base parse is cached on the host by commit and vars (``DEFER_ORCH_HOME/state_cache``)
+and, with an object store as the artifact store, published there under
+:func:`merge_base_key`, so another host comparing a branch forked from the same commit
+downloads it instead of parsing. A missing, corrupt or unreachable published parse is
+parsed again here (the run says why when something was wrong); failing to publish one
+fails nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
 import shutil
 import uuid
-import hashlib
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -23,15 +31,20 @@ from typing import Any
 
 from defer_orchestration import constants as c
 from defer_orchestration.branch.checkout import worktrees_dir
+from defer_orchestration.dbt import parse_cache
 from defer_orchestration.dbt.cli import DbtPaths, DbtRun, run_dbt
 from defer_orchestration.dbt.owned_checkout import prepare_owned_checkout
 from defer_orchestration.dbt.packages import packages_dir_for
 from defer_orchestration.dbt.profiles import write_profiles
 from defer_orchestration.lib import git
-from defer_orchestration.lib.errors import GitError
+from defer_orchestration.lib.artifact_store import FsspecArtifactStore, parse_store
+from defer_orchestration.lib.errors import DeferOrchestrationError, GitError
 from defer_orchestration.lib.manifest_store import PublishedManifest
 from defer_orchestration.lib.settings import RepoSettings, Settings
 
+# Where merge-base parses live in an object store: <url>/parses/merge_base/<key>/.
+MERGE_BASE_KIND = "merge_base"
+_MANIFEST = "manifest.json"
 
 class Comparison(StrEnum):
     """The outcome of choosing the comparison state."""
@@ -176,15 +189,91 @@ def store_commit_manifest(settings: Settings, sha: str, vars: Mapping[str, Any],
     return True
 
 
+def merge_base_key(settings: Settings, repo: RepoSettings, sha: str, vars: Mapping[str, Any]) -> str:
+    """The key a parse of commit ``sha`` for the prod target is published under: the commit
+    (which fixes the project's files, its packages' declarations and lock) and what else
+    the manifest depends on (dbt's version, the prod profile's connection, vars, the
+    project's subdirectory)."""
+    output = settings.warehouse.dbt_output(c.PROD_SCHEMA, threads=settings.threads)
+    return parse_cache.published_key(sha, {
+        "kind": MERGE_BASE_KIND,
+        "dbt_core": parse_cache.dbt_core_version(),
+        "profile": parse_cache.profile_identity(output),
+        "vars": dict(vars),
+        "subdir": repo.subdir,
+    })
+
+
+def _fetch_commit_manifest(
+    store: FsspecArtifactStore, key: str, cache: Path, sha: str, warn: Callable[[str], None]
+) -> bool:
+    """Download the published parse ``key`` into ``cache``; whether it is there now."""
+    staging = cache.parent / f".{sha}.{uuid.uuid4().hex[:8]}.fetch"
+    try:
+        fetched = store.fetch_parse(MERGE_BASE_KIND, key, staging)
+        if fetched is None:
+            return False
+        if set(fetched.files) != {_MANIFEST}:
+            warn(f"the published parse {fetched.location} holds {sorted(fetched.files)}, not a manifest.json; "
+                 f"commit {sha[:12]} was parsed here instead.")
+            return False
+        try:
+            os.rename(staging, cache)
+        except OSError:
+            pass  # another process put it there meanwhile
+        return (cache / _MANIFEST).is_file()
+    except (DeferOrchestrationError, ValueError) as exc:
+        warn(f"the published parse of commit {sha[:12]} could not be used, so it was parsed here: {exc}")
+        return False
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def parse_commit_manifest(
-    settings: Settings, repo: RepoSettings, mirror: Path, sha: str, *, vars: Mapping[str, Any]
+    settings: Settings,
+    repo: RepoSettings,
+    mirror: Path,
+    sha: str,
+    *,
+    vars: Mapping[str, Any],
+    warnings: list[str] | None = None,
 ) -> tuple[Path, DbtRun | None]:
     """A manifest of ``sha`` parsed for the prod target with ``vars`` (the branch's own, so
     ``state:modified`` compares like with like), cached by commit sha and vars; the dbt
-    run when it parsed (None when cached)."""
+    run when it parsed (None when cached or fetched).
+
+    With an object store as the artifact store, a parse another host published is fetched
+    instead of parsing, and a parse made here is published. Trouble with the store never
+    fails this: it is appended to ``warnings`` (logged when None)."""
     cache = commit_manifest_cache(settings, sha, vars)
-    if (cache / "manifest.json").is_file():
+    if (cache / _MANIFEST).is_file():
         return cache, None
+
+    def warn(message: str) -> None:
+        if warnings is None:
+            logging.getLogger(__name__).warning(message)
+        else:
+            warnings.append(message)
+
+    store = parse_store(settings.artifact_store, home=settings.home)
+    key = merge_base_key(settings, repo, sha, vars) if store is not None else ""
+    if store is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        if _fetch_commit_manifest(store, key, cache, sha, warn):
+            return cache, None
+    run = _parse_commit(settings, repo, mirror, sha, vars=vars, cache=cache)
+    if store is not None and run.ok and (cache / _MANIFEST).is_file():
+        try:
+            store.publish_parse(MERGE_BASE_KIND, key, {_MANIFEST: cache / _MANIFEST}, {"sha": sha})
+        except DeferOrchestrationError as exc:
+            warn(f"the parse of commit {sha[:12]} was not published, so other hosts parse it again: {exc}")
+    return cache, run
+
+
+def _parse_commit(
+    settings: Settings, repo: RepoSettings, mirror: Path, sha: str, *, vars: Mapping[str, Any], cache: Path
+) -> DbtRun:
+    """Parse ``sha`` for the prod target in a scratch worktree; its target becomes ``cache``."""
     token = uuid.uuid4().hex[:8]
     staging = cache.parent / f".{sha}.{token}.tmp"
     worktree = worktrees_dir(settings) / f"state-{sha[:12]}-{token}"
@@ -207,4 +296,4 @@ def parse_commit_manifest(
         os.rename(staging / "target", cache)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return cache, run
+    return run

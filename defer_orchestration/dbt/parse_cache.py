@@ -27,10 +27,21 @@ of the template, checks that the template was made for the same connection as th
 only the files the branch changed, as for any partial parse. A project whose parse
 transforms the schema name instead of embedding it (``target.schema | upper``) leaves a
 piece of the placeholder behind; the template is then rejected and dbt parses in full.
+
+With an object store as the artifact store, the template is also published there
+(``branch/parse_template.py``), so a host with an empty home starts its branches' first
+runs from it instead of parsing in full. Its key (:func:`published_key`) names the commit
+and everything dbt checks before reusing a parse: dbt's version, the profile's connection
+(:func:`profile_identity`), vars, the packages' lock and the project's place in the
+repository. Absolute paths are the one thing that differs between two hosts: the template
+names the checkout it was parsed in (``<home>/scratch/worktrees/<token>--checkout``), so
+the fetching host rewrites the publisher's paths to its own (:func:`relocate`) before
+keeping it, and the template is then exactly what a local one would be.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -171,6 +182,79 @@ def keep_template(target_path: Path, home: Path, *, project_dir: Path, token: st
     return True
 
 
+def install_template(parse_file: Path, home: Path, *, project_dir: Path, meta: Mapping[str, Any]) -> bool:
+    """Keep a template another host made and published (its ``partial_parse.msgpack`` at
+    ``parse_file``, what it recorded in ``meta``) as this host's template for a checkout at
+    ``project_dir``: the publisher's checkout and home are rewritten to this host's in every
+    string (:func:`relocate`). Whether it was kept; a template that cannot be adapted is not."""
+    try:
+        token, sha, made_at, made_home = (str(meta[k]) for k in ("token", "sha", "project_dir", "home"))
+        if not token or token not in made_at or token not in str(project_dir):
+            return False
+        roots = {made_at: str(project_dir)}
+        if made_home and made_home != "/":
+            roots[made_home.rstrip("/") + "/"] = str(home.resolve()).rstrip("/") + "/"
+        data = relocate(parse_file.read_bytes(), roots)
+    except Exception:  # noqa: BLE001  (not a template we can read: dbt parses in full)
+        return False
+    staging = home / "parse_cache" / f".fetched-{uuid.uuid4().hex[:8]}"
+    try:
+        staging.mkdir(parents=True, exist_ok=True)
+        (staging / PARSE_FILE).write_bytes(data)
+        return keep_template(staging, home, project_dir=project_dir, token=token, sha=sha)
+    except OSError:
+        return False
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def relocate(data: bytes, roots: Mapping[str, str]) -> bytes:
+    """msgpack ``data`` with every occurrence of each key of ``roots`` (an absolute path
+    prefix) replaced by its value, in every string and key; one pass, longest prefix first,
+    so a replacement is never replaced again. Extension types are carried over untouched."""
+    import msgpack  # type: ignore[import-untyped]
+
+    if not roots:
+        return data
+    pattern = re.compile("|".join(re.escape(old) for old in sorted(roots, key=len, reverse=True)))
+
+    def text(value: Any) -> Any:
+        if value.__class__ is str and pattern.search(value):
+            return pattern.sub(lambda match: roots[match.group(0)], value)
+        return value
+
+    decoded = msgpack.unpackb(
+        data, raw=False, strict_map_key=False,
+        object_pairs_hook=lambda pairs: {text(k): text(v) for k, v in pairs},
+        list_hook=lambda items: [text(v) for v in items],
+    )
+    return bytes(msgpack.packb(text(decoded), use_bin_type=True))
+
+
+def profile_identity(output: Mapping[str, Any]) -> dict[str, Any]:
+    """What of a dbt profile output a parse depends on: its connection (dbt hashes the
+    connection into the parse), not its thread count, and never a password (ours are
+    ``env_var`` references, but a key must not depend on one either way)."""
+    return {k: v for k, v in output.items() if k not in ("threads", "password", "pass")}
+
+
+def published_key(sha: str, inputs: Mapping[str, Any]) -> str:
+    """The key a parse of commit ``sha`` is published under: the commit, then a digest of
+    everything else it depends on (``inputs``, any JSON-able mapping; order does not matter)."""
+    digest = hashlib.sha256(json.dumps(dict(inputs), sort_keys=True, default=str).encode("utf-8")).hexdigest()
+    return f"{sha}-{digest[:24]}"
+
+
+def dbt_core_version() -> str:
+    """The installed dbt-core's version (a parse made by another is rejected by dbt)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("dbt-core")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def template_meta(home: Path) -> dict[str, str]:
     """The kept template's placeholder and commit (``{}`` when there is none)."""
     try:
@@ -207,7 +291,7 @@ def transformed(data: bytes, token: str) -> bool:
 def unpack_substituted(data: bytes, old: str, new: str, ext_hook: Any) -> Any:
     """msgpack ``data`` decoded with ``old`` replaced by ``new`` in every string and key:
     :func:`substitute` done while decoding (the hooks see each container once)."""
-    import msgpack  # type: ignore[import-untyped]
+    import msgpack
 
     def text(value: Any) -> Any:
         return value.replace(old, new) if value.__class__ is str and old in value else value

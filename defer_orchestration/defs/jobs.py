@@ -273,6 +273,7 @@ def branch_parse_template(
             "manifest_version": dg.MetadataValue.text(published.version),
             "dbt_parse_seconds": dg.MetadataValue.float(round(made.seconds, 3)),
             "path": dg.MetadataValue.path(str(made.path)),
+            **({"store_location": dg.MetadataValue.url(made.location)} if made.location else {}),
         },
     )
 

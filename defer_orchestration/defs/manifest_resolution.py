@@ -101,4 +101,5 @@ def _verified(event: Any, home: Callable[[], Path]) -> PublishedManifest:
         git_sha=_value(metadata, "git_sha"),
         created_at=float(_value(metadata, "created_at") or event.timestamp),
         failing_tests=tuple(_value(metadata, "failing_tests") or ()),
+        location=stored.location or location,
     )

@@ -16,7 +16,21 @@ An object store has no rename, so publication keeps its guarantees another way::
     <url>/versions/<version>/_complete.json   written last: every file's sha256 and size
 
 A version without its completion object is an upload that never finished (the publisher
-was killed, the store went away): it is never listed, never fetched. Readers download a
+was killed, the store went away): it is never listed, never fetched.
+
+Parses another host would otherwise pay again (the branch parse template, merge-base
+parses) are kept in an object store by the same rules, under a key naming what they were
+made from (commit and settings; see ``branch/parse_template.py`` and
+``branch/comparison.py``)::
+
+    <url>/parses/<kind>/<key>/files/<sha256>   each file under its own content address
+    <url>/parses/<kind>/<key>/_complete.json   written last: names, sha256s, sizes, meta
+
+Two hosts publishing the same key never overwrite each other's files (different bytes
+have different addresses); the last completion object wins, and it names files that
+exist. A reader takes a key whose completion object is missing as never published, and
+refuses a file whose sha256 is not the one its completion object names
+(:meth:`FsspecArtifactStore.publish_parse`, :meth:`FsspecArtifactStore.fetch_parse`). Readers download a
 version into a local, content-addressed cache (``DEFER_ORCH_HOME/cache/artifacts``, the
 same layout as a local store, so a cached version is a ``--state`` directory that
 ``reopen_version`` can re-verify by its name), check every file against the completion
@@ -36,9 +50,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -81,6 +97,7 @@ _CHECK = {
     "az": "the credentials (AZURE_STORAGE_ACCOUNT_NAME with a key, SAS token or connection string) "
     "and that the container exists",
 }
+_PARSE_KEY = re.compile(r"[0-9A-Za-z][0-9A-Za-z_.-]{0,127}")
 _BACKENDS = {"s3": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs"}
 
 
@@ -170,6 +187,23 @@ def store_for_location(location: str, *, home: Path | None) -> ArtifactStore:
 def fetch_published(location: str, files: Mapping[str, str], *, home: Path | None) -> StoredVersion:
     """The recorded version at ``location``, verified, as a local directory."""
     return store_for_location(location, home=home).fetch(location, files)
+
+
+def parse_store(setting: str, *, home: Path) -> FsspecArtifactStore | None:
+    """The object store that keeps published parses, when ``DEFER_ORCH_ARTIFACT_STORE`` is
+    a URL; None for a directory (one host: its local parse caches are enough)."""
+    setting = setting.strip()
+    return FsspecArtifactStore(setting, cache=cache_dir(home)) if setting and is_url(setting) else None
+
+
+@dataclass(frozen=True)
+class FetchedParse:
+    """A published parse downloaded and verified into a local directory."""
+
+    path: Path  # holds each file under its name
+    files: Mapping[str, str]  # name -> sha256
+    meta: Mapping[str, Any]  # what the publisher recorded beside it
+    location: str  # the key's URL, for messages
 
 
 def redact(url: str) -> str:
@@ -414,6 +448,89 @@ class FsspecArtifactStore:
                 complete.append(version)
         return sorted(complete)
 
+    # --- published parses ------------------------------------------------------------------------
+    def parse_location(self, kind: str, key: str) -> str:
+        """The URL of a published parse, as messages name it."""
+        return f"{self.url}/parses/{_checked_key(kind)}/{_checked_key(key)}"
+
+    def _parse_key(self, kind: str, key: str, name: str) -> str:
+        return f"{self._root}/parses/{_checked_key(kind)}/{_checked_key(key)}/{name}"
+
+    def publish_parse(self, kind: str, key: str, files: Mapping[str, Path], meta: Mapping[str, Any]) -> str:
+        """Upload ``files`` (name -> local path) as the parse ``kind``/``key``, each under its
+        sha256, then the completion object naming them with ``meta``; its location.
+
+        Raises :class:`ArtifactStoreUnavailableError` when the store fails: without the
+        completion object nothing was published (a reader finds no parse under the key)."""
+        location = self.parse_location(kind, key)
+        digests = {name: sha256_file(path) for name, path in files.items()}
+        sizes = {name: Path(path).stat().st_size for name, path in files.items()}
+        try:
+            fs = self.fs
+            for name in sorted(files):
+                blob = self._parse_key(kind, key, f"files/{digests[name]}")
+                fs.put_file(str(files[name]), blob)
+                stored = int(fs.info(blob)["size"])
+                if stored != sizes[name]:
+                    raise ArtifactStoreUnavailableError(
+                        f"the store {self.url} kept {stored} of the {sizes[name]} bytes of {location}/files/"
+                        f"{digests[name]}; check its free space and quotas. The parse was not published."
+                    )
+            completion = {
+                "format": COMPLETION_FORMAT, "kind": kind, "key": key, "files": digests, "sizes": sizes,
+                "meta": dict(meta),
+            }
+            fs.pipe_file(self._parse_key(kind, key, COMPLETION_OBJECT), json.dumps(completion, sort_keys=True).encode())
+        except DeferOrchestrationError:
+            raise
+        except Exception as exc:  # noqa: BLE001  (any backend failure: nothing was published)
+            self._unavailable(f"publish the {kind} parse {key[:24]} to", exc, after="The parse was not published.")
+        return location
+
+    def fetch_parse(self, kind: str, key: str, dest: Path) -> FetchedParse | None:
+        """The parse ``kind``/``key`` downloaded into ``dest`` (created; the caller owns it),
+        every file checked against the completion object; None when none was published.
+
+        Raises :class:`ManifestChecksumError` naming the object when the completion object
+        or a file is corrupt, :class:`ArtifactStoreUnavailableError` when the store fails."""
+        location = self.parse_location(kind, key)
+        try:
+            try:
+                raw = self.fs.cat_file(self._parse_key(kind, key, COMPLETION_OBJECT))
+            except FileNotFoundError as exc:
+                self._check_bucket(exc)
+                return None
+            completion = _parse_completion(raw, kind, key, f"{location}/{COMPLETION_OBJECT}")
+            files: dict[str, str] = dict(completion["files"])
+            dest.mkdir(parents=True, exist_ok=True)
+            for name, expected in sorted(files.items()):
+                blob = f"{location}/files/{expected}"
+                try:
+                    self.fs.get_file(self._parse_key(kind, key, f"files/{expected}"), str(dest / name))
+                except FileNotFoundError as exc:
+                    raise ManifestArtifactMissingError(
+                        f"the published parse file {blob} is missing although {location}/{COMPLETION_OBJECT} "
+                        "names it (deleted since); it is parsed again and republished."
+                    ) from exc
+                actual = sha256_file(dest / name)
+                if actual != expected:
+                    raise ManifestChecksumError(
+                        f"the published parse file {blob} is corrupt: its sha256 is {actual}, not the "
+                        f"{expected} its completion object names. It was not used."
+                    )
+        except DeferOrchestrationError:
+            raise
+        except OSError as exc:
+            if self._local_failure(exc) or str(getattr(exc, "filename", "") or "").startswith(str(dest)):
+                raise ArtifactStoreError(
+                    f"could not download the parse {location} into {dest}: {exc.strerror or exc}; make "
+                    "DEFER_ORCH_HOME writable with room to spare."
+                ) from exc
+            self._unavailable(f"read the {kind} parse {key[:24]} from", exc)
+        except Exception as exc:  # noqa: BLE001  (connection and client errors of any backend)
+            self._unavailable(f"read the {kind} parse {key[:24]} from", exc)
+        return FetchedParse(dest, files, dict(completion.get("meta") or {}), location)
+
     # --- local cache ---------------------------------------------------------------------------
     def _keep(self, staging: Path, version: str, files: Mapping[str, str]) -> Path:
         """Move a verified staging directory into the cache.
@@ -490,6 +607,36 @@ def _check_completion(completion: Mapping[str, Any], files: Mapping[str, str], k
             f"the completion object {key} names other files or checksums than the publication recorded "
             "(the version was tampered with); do not defer to it: run prod_build_job to publish a fresh manifest."
         )
+
+
+def _checked_key(part: str) -> str:
+    """A parse's kind or key as one safe path segment (no ``/``, no ``..``)."""
+    if not _PARSE_KEY.fullmatch(part) or ".." in part:
+        raise ValueError(f"not a parse key: {part!r}")
+    return part
+
+
+def _parse_completion(raw: bytes, kind: str, key: str, url: str) -> Mapping[str, Any]:
+    """A parse's completion object, checked for shape: it must name this key and give a
+    sha256 for each file."""
+    try:
+        document = json.loads(raw)
+    except ValueError as exc:
+        raise ManifestChecksumError(f"the completion object {url} is not JSON (corrupt); the parse was not used.") from exc
+    files = document.get("files") if isinstance(document, dict) else None
+    if (
+        not isinstance(files, dict) or not files
+        or document.get("kind") != kind or document.get("key") != key
+        or not all(isinstance(n, str) and "/" not in n and n not in ("", ".", "..") for n in files)
+        or not all(isinstance(d, str) and is_version(d) for d in files.values())
+        or not isinstance(document.get("meta", {}), dict)
+    ):
+        raise ManifestChecksumError(
+            f"the completion object {url} does not describe this parse (corrupt or tampered with); "
+            "the parse was not used."
+        )
+    checked: dict[str, Any] = document
+    return checked
 
 
 def _scrub(text: str) -> str:

@@ -81,6 +81,9 @@ class PublishedManifest:
     git_sha: str | None
     created_at: float  # unix seconds
     failing_tests: tuple[str, ...] = ()  # published under DEFER_ORCH_PUBLISH_ON=models_built
+    # Where the version lives in its store (prod_manifest's ``store_path``): a retry on a
+    # host without ``path`` fetches it from there. "" when not known.
+    location: str = ""
 
     @property
     def manifest_path(self) -> Path:
