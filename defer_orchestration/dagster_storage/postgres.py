@@ -70,7 +70,12 @@ try:  # used only when the guard is on; a version that moved them is not a teste
     )
 except ImportError:  # pragma: no cover (an untested Dagster: guard.active() is False)
     pass
-from defer_orchestration.dagster_storage.durability import CachedSchemaLookups, is_durability_point
+from defer_orchestration.dagster_storage.durability import (
+    CachedSchemaLookups,
+    all_planned,
+    is_durability_point,
+    store_planned_in_index,
+)
 
 __all__ = ["DagsterPostgresBatchedStorage", "PostgresBatchedEventLogStorage"]
 
@@ -220,6 +225,9 @@ class PostgresBatchedEventLogStorage(CachedSchemaLookups, PostgresEventLogStorag
         ids = [(str(run_id), cast(int, event_id)) for run_id, event_id, _ in result.fetchall()]
         if len(ids) != len(events):
             check.failed(f"stored {len(ids)} rows for {len(events)} events")
+        if all_planned(events):  # the batch Dagster reports when it creates a run (durability.py)
+            store_planned_in_index(self, conn, events, [event_id for _, event_id in ids])
+            return
         for event, (_, event_id) in zip(events, ids):
             event_type = event.dagster_event_type
             if event_type in ASSET_EVENTS and event.get_dagster_event().asset_key:

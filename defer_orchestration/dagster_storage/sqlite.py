@@ -72,8 +72,10 @@ except ImportError:  # pragma: no cover (an untested Dagster: guard.active() is 
     pass
 from defer_orchestration.dagster_storage.durability import (
     CachedSchemaLookups,
+    all_planned,
     is_durability_point,
     mirrored_in_index,
+    store_planned_in_index,
 )
 
 __all__ = ["KEPT_RUN_FILES", "DagsterSqliteBatchedStorage", "SqliteBatchedEventLogStorage"]
@@ -248,8 +250,18 @@ class SqliteBatchedEventLogStorage(CachedSchemaLookups, SqliteEventLogStorage):
         with self._connect(INDEX_SHARD_NAME, durable) as conn:
             self._writing.conn = conn
             try:
+                if all_planned([event for event, _ in mirrored]):
+                    # The batch Dagster reports when it creates a run: a row per asset and
+                    # check, stored in one statement per table (durability.py).
+                    table = SqlEventLogStorageTable
+                    ids = conn.execute(
+                        table.insert().returning(table.c.id, sort_by_parameter_order=True), [row for _, row in mirrored]
+                    ).scalars().all()
+                    store_planned_in_index(self, conn, [event for event, _ in mirrored], ids)
+                    return
                 for event, row in mirrored:
-                    event_id = conn.execute(SqlEventLogStorageTable.insert().values(**row)).inserted_primary_key[0]
+                    # Parameters, not values(): SQLAlchemy compiles the statement once.
+                    event_id = conn.execute(SqlEventLogStorageTable.insert(), row).inserted_primary_key[0]
                     if event_id is None:
                         check.failed("Cannot store asset event tags for null event id.")
                     event_type = event.dagster_event_type
