@@ -194,7 +194,9 @@ def fetch_parse_template(
     ``project_dir`` is the branch's checkout (its packages' lock is part of the key). Never
     raises for the store's sake: returns the warning the run reports when the published
     template could not be used (missing, corrupt, unreachable) and nothing else usable was
-    here, so dbt parses in full; None otherwise."""
+    here, so dbt parses in full; None otherwise. A store where no host ever published a
+    template (``branch_parse_template_sensor`` is off) is logged, not warned about on every
+    first run."""
     log = log or logging.getLogger(__name__)
     store = parse_store(settings.artifact_store, home=settings.home)
     if store is None or not sha or not _SHA.fullmatch(sha):
@@ -219,6 +221,10 @@ def fetch_parse_template(
         if fetched is None:
             if older:
                 return None  # nothing newer published yet: this host's own template serves
+            if not store.has_parses(TEMPLATE_KIND):
+                # No host publishes templates (branch_parse_template_sensor is off): not news.
+                log.info(f"no parse template is published in {store.url}; dbt parses this first run in full")
+                return None
             return (
                 f"no parse template of production's commit {sha[:12]} is published at "
                 f"{store.parse_location(TEMPLATE_KIND, key)} (branch_parse_template_job has not made one, "

@@ -456,6 +456,14 @@ class FsspecArtifactStore:
     def _parse_key(self, kind: str, key: str, name: str) -> str:
         return f"{self._root}/parses/{_checked_key(kind)}/{_checked_key(key)}/{name}"
 
+    def has_parses(self, kind: str) -> bool:
+        """Whether any parse of ``kind`` was ever published here (whether the hosts publish
+        them at all); False too when the store cannot say."""
+        try:
+            return bool(self.fs.exists(f"{self._root}/parses/{_checked_key(kind)}"))
+        except Exception:  # noqa: BLE001  (advisory: the fetch that follows reports the store's trouble)
+            return False
+
     def publish_parse(self, kind: str, key: str, files: Mapping[str, Path], meta: Mapping[str, Any]) -> str:
         """Upload ``files`` (name -> local path) as the parse ``kind``/``key``, each under its
         sha256, then the completion object naming them with ``meta``; its location.

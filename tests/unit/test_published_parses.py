@@ -297,6 +297,17 @@ def test_a_missing_corrupt_or_unreachable_template_is_a_warning_not_a_failure(
     assert "AWS_ENDPOINT_URL" in down and "secret-key-value" not in down
 
 
+def test_a_store_where_no_host_publishes_templates_is_no_warning(tmp_path: Path, url: str) -> None:
+    # branch_parse_template_sensor is off (its default): every first run parses in full, as
+    # on one host, and no run is told so again and again.
+    settings = _settings(tmp_path / "host-b", url)
+    checkout = _project(tmp_path / "checkout" / "dbt_project")
+    assert fetch_parse_template(
+        settings, REPO, sha=SHA, project_dir=checkout, vars={}, production_schemas=["prod"]
+    ) is None
+    assert parse_cache.template_meta(settings.home) == {}
+
+
 def test_a_merge_base_parse_published_by_another_host_is_fetched_instead_of_parsed(
     tmp_path: Path, url: str
 ) -> None:
