@@ -107,14 +107,18 @@ def all_planned(events: Sequence[dg.EventLogEntry]) -> bool:
     return bool(events) and all(event.dagster_event_type in PLANNED for event in events)
 
 
-def store_planned_in_index(storage: Any, conn: Any, events: Sequence[dg.EventLogEntry], event_ids: Sequence[int]) -> None:
+def store_planned_in_index(
+    storage: Any, conn: Any, events: Sequence[dg.EventLogEntry], event_ids: Sequence[int], serialized: Sequence[str]
+) -> None:
     """The asset rows, asset tags and check-execution rows Dagster writes for each of
-    ``events`` (all planned, already stored with ``event_ids``), in one statement per table."""
+    ``events`` (all planned, already stored with ``event_ids`` as ``serialized``, the event
+    rows' ``event`` column: what Dagster serializes again for a check's row), in one
+    statement per table."""
     has_cols = storage._has_asset_key_index_cols_on_connection(conn)
     assets: dict[str, dict[str, Any]] = {}  # by asset key: the last event's values win, as in Dagster's update
     asset_events: list[tuple[dg.EventLogEntry, int]] = []
     checks: list[dict[str, Any]] = []
-    for event, event_id in zip(events, event_ids, strict=True):
+    for event, event_id, text in zip(events, event_ids, serialized, strict=True):
         dagster_event = event.get_dagster_event()
         if dagster_event.event_type is dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED:
             if dagster_event.asset_key is None:
@@ -135,7 +139,7 @@ def store_planned_in_index(storage: Any, conn: Any, events: Sequence[dg.EventLog
                 "partition": partition_key,
                 "run_id": event.run_id,
                 "execution_status": AssetCheckExecutionRecordStatus.PLANNED.value,
-                "evaluation_event": dg.serialize_value(event),
+                "evaluation_event": text,
                 "evaluation_event_timestamp": storage._event_insert_timestamp(event),
                 "evaluation_event_storage_id": event_id,
             })

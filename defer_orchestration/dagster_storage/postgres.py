@@ -226,7 +226,7 @@ class PostgresBatchedEventLogStorage(CachedSchemaLookups, PostgresEventLogStorag
         if len(ids) != len(events):
             check.failed(f"stored {len(ids)} rows for {len(events)} events")
         if all_planned(events):  # the batch Dagster reports when it creates a run (durability.py)
-            store_planned_in_index(self, conn, events, [event_id for _, event_id in ids])
+            store_planned_in_index(self, conn, events, [event_id for _, event_id in ids], [row["event"] for row in rows])
             return
         for event, (_, event_id) in zip(events, ids):
             event_type = event.dagster_event_type

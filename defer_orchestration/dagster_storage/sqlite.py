@@ -257,7 +257,9 @@ class SqliteBatchedEventLogStorage(CachedSchemaLookups, SqliteEventLogStorage):
                     ids = conn.execute(
                         table.insert().returning(table.c.id, sort_by_parameter_order=True), [row for _, row in mirrored]
                     ).scalars().all()
-                    store_planned_in_index(self, conn, [event for event, _ in mirrored], ids)
+                    store_planned_in_index(
+                        self, conn, [event for event, _ in mirrored], ids, [row["event"] for _, row in mirrored]
+                    )
                     return
                 for event, row in mirrored:
                     # Parameters, not values(): SQLAlchemy compiles the statement once.
