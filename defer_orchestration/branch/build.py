@@ -291,9 +291,10 @@ def _build_checkout(
         ))
         if owned and plan.published is not None else None
     )
-    parsing = _start_parse(
-        dbt, paths, settings.home, schema, reuse=request.reuse_parse and stable, fetch_template=fetch_template
-    )
+    with phases.phase("parse"):  # a template fetched from the store is part of the parse's cost
+        parsing = _start_parse(
+            dbt, paths, settings.home, schema, reuse=request.reuse_parse and stable, fetch_template=fetch_template
+        )
     # While dbt parses (the longest step of a slim run), talk to the warehouse and read
     # production's artifacts.
     # From here to the end of the data diff, the branch's dbt code runs isolated from

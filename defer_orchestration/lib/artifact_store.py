@@ -16,7 +16,14 @@ An object store has no rename, so publication keeps its guarantees another way::
     <url>/versions/<version>/_complete.json   written last: every file's sha256 and size
 
 A version without its completion object is an upload that never finished (the publisher
-was killed, the store went away): it is never listed, never fetched.
+was killed, the store went away): it is never listed, never fetched. Readers download a
+version into a local, content-addressed cache (``DEFER_ORCH_HOME/cache/artifacts``, the
+same layout as a local store, so a cached version is a ``--state`` directory that
+``reopen_version`` can re-verify by its name), check every file against the completion
+object and the checksums the publication recorded, and only then hand it on. A corrupt
+object is refused with its key named; an unreachable or refusing store is an
+:class:`ArtifactStoreUnavailableError` naming the URL and what to check, never the
+credentials.
 
 Parses another host would otherwise pay again (the branch parse template, merge-base
 parses) are kept in an object store by the same rules, under a key naming what they were
@@ -30,14 +37,7 @@ Two hosts publishing the same key never overwrite each other's files (different 
 have different addresses); the last completion object wins, and it names files that
 exist. A reader takes a key whose completion object is missing as never published, and
 refuses a file whose sha256 is not the one its completion object names
-(:meth:`FsspecArtifactStore.publish_parse`, :meth:`FsspecArtifactStore.fetch_parse`). Readers download a
-version into a local, content-addressed cache (``DEFER_ORCH_HOME/cache/artifacts``, the
-same layout as a local store, so a cached version is a ``--state`` directory that
-``reopen_version`` can re-verify by its name), check every file against the completion
-object and the checksums the publication recorded, and only then hand it on. A corrupt
-object is refused with its key named; an unreachable or refusing store is an
-:class:`ArtifactStoreUnavailableError` naming the URL and what to check, never the
-credentials.
+(:meth:`FsspecArtifactStore.publish_parse`, :meth:`FsspecArtifactStore.fetch_parse`).
 
 S3-compatible stores (MinIO, SeaweedFS, R2, Ceph) are configured by the standard AWS
 variables, which botocore reads itself (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``,
@@ -518,7 +518,7 @@ class FsspecArtifactStore:
                 except FileNotFoundError as exc:
                     raise ManifestArtifactMissingError(
                         f"the published parse file {blob} is missing although {location}/{COMPLETION_OBJECT} "
-                        "names it (deleted since); it is parsed again and republished."
+                        "names it (deleted since); the parse was not used."
                     ) from exc
                 actual = sha256_file(dest / name)
                 if actual != expected:
