@@ -3,12 +3,15 @@ its branch parse template to an S3 store (a real SeaweedFS on 127.0.0.1); host B
 DEFER_ORCH_HOME is empty and named differently (so every absolute path differs), runs a
 branch's first push from that template: dbt parses partially, re-reading only the file
 the branch changed. A corrupted stored template costs host C a full parse and a warning
-saying so, never the run.
+saying so, never the run. A retry on host B after its downloaded manifest versions were
+cleaned fetches the one its run deferred to from the store again.
 
 PostgreSQL is the warehouse: a DuckDB warehouse is a file in one host's home."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -23,17 +26,20 @@ from defer_orchestration import constants as c
 from defer_orchestration.branch.retry import branch_run_dir
 from defer_orchestration.dbt import parse_cache
 from defer_orchestration.definitions import build_definitions
-from defer_orchestration.lib.artifact_store import parse_store
+from defer_orchestration.lib.artifact_store import cache_dir, parse_store
 from defer_orchestration.resources import DeferOrchSettings
 
 pytestmark = [pytest.mark.dbt, pytest.mark.postgres]
 
 LEAF = "dbt_project/models/marts/payment_method_summary.sql"
+FLAKY = "dbt_project/models/marts/flag_check.sql"
 
 
-def _run_branch(defs: dg.Definitions, instance: dg.DagsterInstance, branch: str) -> dg.ExecuteInProcessResult:
+def _run_branch(
+    defs: dg.Definitions, instance: dg.DagsterInstance, branch: str, **config: str
+) -> dg.ExecuteInProcessResult:
     return defs.resolve_job_def(c.BRANCH_CI_JOB).execute_in_process(
-        run_config={"ops": {c.BRANCH_BUILD_OP: {"config": {"branch": branch}}}},
+        run_config={"ops": {c.BRANCH_BUILD_OP: {"config": {"branch": branch, **config}}}},
         instance=instance, raise_on_error=False,
     )
 
@@ -98,3 +104,27 @@ def test_a_host_with_another_home_starts_from_the_template_another_host_publishe
         assert blobs[0].rpartition("/")[2] in warned[0]
         assert "Partial parsing enabled" not in _dbt_log(host_c, corrupt)
         assert metadata_c["nodes/failed"] == 0
+
+        # A retry on host B after its downloaded versions were cleaned: the manifest the run
+        # deferred to is fetched from the store again, verified, and the retry defers to it.
+        flaky = "feature/retry-from-s3"
+        push_branch(env.repo, flaky, {FLAKY: "select * from raw.release_flags\n"}, tmp_path)
+        defs_b = build_definitions(host_b)
+        failed = _run_branch(defs_b, env.instance, flaky)
+        assert not failed.success  # raw.release_flags does not exist yet
+        version = str(metadata["manifest_version"])
+        state = json.loads((branch_run_dir(host_b.core(), failed.run_id) / "state.json").read_text())
+        assert state["defer_location"] == f"{url}/versions/{version}"
+        shutil.rmtree(cache_dir(home_b))
+        with host_b.warehouse().connect() as conn:
+            conn.execute("create table raw.release_flags as select 1 as flag")
+        try:
+            retry = _run_branch(defs_b, env.instance, flaky, retry_of_run_id=failed.run_id)
+        finally:
+            with host_b.warehouse().connect() as conn:
+                conn.execute("drop table raw.release_flags")
+        retried = step_metadata(retry)
+        assert retry.success, retried.get("__failure__")
+        assert "retry of run" in str(retried["state"]) and retried["manifest_version"] == version
+        assert [uid for uid in retried["selected_nodes"] if uid.startswith("model.")] == ["model.shop.flag_check"]
+        assert (cache_dir(home_b) / "versions" / version / "manifest.json").is_file()
