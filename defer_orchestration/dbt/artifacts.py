@@ -16,6 +16,7 @@ from pathlib import Path
 from enum import StrEnum
 from typing import Any
 
+from defer_orchestration.lib import json_documents
 from defer_orchestration.lib.errors import ManifestError
 
 # Resource types that materialize something in the warehouse.
@@ -51,7 +52,7 @@ OK_STATUSES = frozenset({NodeStatus.SUCCESS, NodeStatus.PASS})
 def load_json(path: Path, *, what: str) -> dict[str, Any]:
     """Read a JSON artifact with an error that names the file and what to do."""
     try:
-        loaded = json.loads(Path(path).read_text(encoding="utf-8"))
+        loaded = json_documents.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise ManifestError(f"{what} {path} does not exist.") from exc
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

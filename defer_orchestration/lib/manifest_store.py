@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from defer_orchestration.lib import json_documents
 from defer_orchestration.lib.errors import (
     ArtifactStoreError,
     ManifestArtifactMissingError,
@@ -244,7 +245,7 @@ def check_complete(copy: Path, source: Path) -> None:
     """
     try:
         with open(copy, "rb") as handle:
-            document = json.load(handle)
+            document = json_documents.load(handle)
     except (ValueError, UnicodeDecodeError) as exc:  # json.JSONDecodeError is a ValueError
         reason = "is empty" if copy.stat().st_size == 0 else f"is not valid JSON ({exc})"
         raise ManifestError(
