@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import dagster as dg
 import pytest
 
-from conftest import WAREHOUSES, ProdEnv, built_prod_env, warehouse_settings
+from conftest import WAREHOUSES, ProdEnv, built_prod_env, copied_prod_env, warehouse_settings
 from helpers import branch_run_results, commit_all, git, push_branch, run_branch, step_metadata
 
 from defer_orchestration import constants as c
@@ -36,9 +36,16 @@ Y_FAMILY = {"int_customers__order_history", "customers", "country_revenue", "mon
 @pytest.fixture(scope="module", params=WAREHOUSES)
 def moved(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[tuple[ProdEnv, str]]:
     """Production built at A; branch forks at A and changes Y; main then changes X at B
-    and production rebuilds at B. Yields the env and the branch name. On each warehouse."""
+    and production rebuilds at B. Yields the env and the branch name. On each warehouse.
+
+    On DuckDB production at A is a copy of the session's (the bundled project's main, built
+    the same way; no second dbt build); PostgreSQL builds its own."""
     root = tmp_path_factory.mktemp("moved")
-    with built_prod_env(root, warehouse_settings(request, request.param, "moved")) as env:
+    if request.param == "duckdb":
+        production = copied_prod_env(request.getfixturevalue("prod_env"), root)
+    else:
+        production = built_prod_env(root, warehouse_settings(request, request.param, "moved"))
+    with production as env:
         branch = "feature/behind-main"
         push_branch(env.repo, branch, {Y: (env.repo / Y).read_text() + "\n-- branch change\n"}, root)
         (env.repo / X).write_text((env.repo / X).read_text() + "\n-- main moved on\n")

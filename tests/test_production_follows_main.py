@@ -12,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from conftest import ProdEnv, built_prod_env
+from conftest import ProdEnv, copied_prod_env
 from helpers import commit_all, git, push_branch, run_branch, step_metadata
 
 from defer_orchestration import constants as c
@@ -49,9 +49,11 @@ def _merge(env: ProdEnv, edits: dict[str, str], message: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProdEnv]:
-    with built_prod_env(tmp_path_factory.mktemp("follows")) as built:
-        yield built
+def env(prod_env: ProdEnv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProdEnv]:
+    """Production of its own (these tests move main and rebuild): a copy of the session's
+    build of main, not a second dbt build."""
+    with copied_prod_env(prod_env, tmp_path_factory.mktemp("follows")) as copied:
+        yield copied
 
 
 def test_a_merge_is_built_and_published_without_a_reload(
