@@ -245,3 +245,27 @@ def test_the_why_table_lists_rebuilt_then_kept_nodes() -> None:
     assert "| model.p.stg_b | rebuilt | data: source.p.raw.b |" in table
     assert "| model.p.stg_a | kept | last built in run run-1 |" in table
     assert "more nodes" in why_table(decision, limit=2)
+
+
+def test_a_set_closed_downstream_is_selected_by_its_roots_with_the_graph_operator() -> None:
+    manifest = _manifest()
+    manifest["nodes"]["test.p.not_null_top_id"] = _node("test.p.not_null_top_id", ["model.p.top"])
+    manifest["nodes"]["test.p.not_null_top_id"]["resource_type"] = "test"
+    # stg_a changed: eph (ephemeral, never built), mart_a and top are downstream
+    assert selection(manifest, {"model.p.stg_a", "model.p.mart_a", "model.p.top"}) == ["fqn:p.stg_a+"]
+    # two roots
+    assert selection(manifest, {"model.p.stg_a", "model.p.mart_a", "model.p.top", "model.p.stg_b", "model.p.mart_b"}) == [
+        "fqn:p.stg_a+", "fqn:p.stg_b+",
+    ]
+    # not closed (mart_b is downstream of stg_b but not wanted): every member by name
+    assert selection(manifest, {"model.p.stg_b", "model.p.top"}) == ["fqn:p.stg_b", "fqn:p.top"]
+    # a single leaf: its name, no operator needed
+    assert selection(manifest, {"model.p.top"}) == ["fqn:p.top"]
+    assert selection(manifest, set()) == []
+
+
+def test_the_selection_of_a_decision_builds_exactly_what_it_rebuilds() -> None:
+    manifest = _manifest()
+    decision = _decide(manifest, versions={"source.p.raw.a": "v2", "source.p.raw.b": "w1"})
+    assert set(decision.rebuild) == {"model.p.stg_a", "model.p.mart_a", "model.p.top"}
+    assert selection(manifest, decision.rebuild) == ["fqn:p.stg_a+"]
