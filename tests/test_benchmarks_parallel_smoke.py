@@ -110,7 +110,7 @@ def test_load_sampler_counts_our_cpu() -> None:
 @pytest.mark.dbt
 @pytest.mark.postgres
 def test_parallel_on_the_postgres_warehouse(tmp_path: Path) -> None:
-    """N=12, two pushes at once and one leaf run on the PostgreSQL warehouse's stack."""
+    """N=6 (the smallest project with a mid-DAG model and two marts), two pushes at once and one leaf run on the PostgreSQL warehouse's stack."""
     pytest.importorskip("psycopg2")
     sys.path.append(os.fspath(Path(_REPO) / "tests"))
     from postgres_server import PgServerUnavailable, find_bin_dir
@@ -119,9 +119,9 @@ def test_parallel_on_the_postgres_warehouse(tmp_path: Path) -> None:
         find_bin_dir()
     except PgServerUnavailable as exc:
         pytest.skip(str(exc))
-    result = parallel.bench_parallel(12, tmp_path / "work", branch_runs=2, warehouses=("postgres",))
+    result = parallel.bench_parallel(6, tmp_path / "work", branch_runs=2, warehouses=("postgres",))
     json.dumps(result)  # JSON-serialisable as returned
-    assert result["n_models"] == 12 and result["branch_runs"] == 2 and result["repeats"] == 1
+    assert result["n_models"] == 6 and result["branch_runs"] == 2 and result["repeats"] == 1
     assert result["postgres_over_duckdb"] is None  # one warehouse: nothing to compare
     assert set(result["uptime"]) == {"before", "after"}
     [(name, pg)] = result["warehouses"].items()

@@ -104,16 +104,16 @@ def test_targets_and_markdown_from_canned_results() -> None:
 
 @pytest.mark.dbt
 def test_slim_vs_full_json_structure(tmp_path: Path) -> None:
-    """One leaf change at N=12 through Dagster, its full build and the raw CLI (about a minute)."""
+    """One leaf change at N=6 through Dagster, its full build and the raw CLI (about a minute)."""
     results = _run(
-        tmp_path, "--sizes", "12", "--repeats", "1", "--changes", "leaf",
+        tmp_path, "--sizes", "6", "--repeats", "1", "--changes", "leaf",
         "--skip", "load", "sensor", "contention", "storage", "--no-warmup",
     )
     [size] = results["branch_runs"]
-    assert size["n_models"] == 12
+    assert size["n_models"] == 6
     assert _is_stats(size["full"]["seconds"], 1)
     assert size["full"]["selected_nodes"] > size["changes"]["leaf"]["selected_nodes"] >= 1
-    assert size["full"]["built_models"] == 12
+    assert size["full"]["built_models"] == 6
     leaf = size["changes"]["leaf"]
     assert leaf["built_models"] == 1  # a leaf change builds that one model (and its tests)
     assert _is_stats(leaf["slim_seconds"], 1) and _is_stats(leaf["cli_seconds"], 1)
@@ -141,8 +141,8 @@ def test_slim_vs_full_json_structure(tmp_path: Path) -> None:
     assert leaf["second_push_over_cli"] > 0
     kinds = sorted(r["kind"] for r in size["runs"])
     assert kinds == ["cli", "full", "slim", "slim_again"]
-    assert "dagster_over_cli/12/leaf" in results["targets"]
-    assert "second_push_over_cli/12/leaf" in results["targets"]
+    assert "dagster_over_cli/6/leaf" in results["targets"]
+    assert "second_push_over_cli/6/leaf" in results["targets"]
 
 
 def test_a_merged_results_file_lists_the_invocations_it_still_holds() -> None:

@@ -39,7 +39,7 @@ def test_postgres_storage_section_comes_from_the_deploy_file() -> None:
 @pytest.mark.dbt
 @pytest.mark.postgres
 def test_storage_json_structure(tmp_path: Path) -> None:
-    """N=12, one repeat: plain dbt build, prod_build_job on SQLite and on PostgreSQL."""
+    """N=6, one repeat: plain dbt build, prod_build_job on SQLite and on PostgreSQL."""
     pytest.importorskip("psycopg2")
     sys.path.append(os.fspath(Path(_REPO) / "tests"))
     from postgres_server import PgServerUnavailable, find_bin_dir
@@ -50,7 +50,7 @@ def test_storage_json_structure(tmp_path: Path) -> None:
         pytest.skip(str(exc))
     out, md = tmp_path / "out.json", tmp_path / "out.md"
     code = bench_run.main([
-        "--skip", "slim", "load", "sensor", "contention", "--storage-sizes", "12", "--repeats", "1",
+        "--skip", "slim", "load", "sensor", "contention", "--storage-sizes", "6", "--repeats", "1",
         "--no-warmup", "--work-dir", os.fspath(tmp_path / "work"), "--out", os.fspath(out),
         "--markdown", os.fspath(md),
     ])
@@ -59,8 +59,8 @@ def test_storage_json_structure(tmp_path: Path) -> None:
     assert results["branch_runs"] == [] and results["load"] == [] and results["sensor"] == []
     assert results["meta"]["invocations"][0]["sections"] == ["storage"]
     [row] = results["storage"]
-    assert row["n_models"] == 12 and row["repeats"] == 1
-    assert row["models"] == 12 and row["tests"] > 0 and row["nodes"] == row["models"] + row["tests"]
+    assert row["n_models"] == 6 and row["repeats"] == 1
+    assert row["models"] == 6 and row["tests"] > 0 and row["nodes"] == row["models"] + row["tests"]
     assert set(row["plain_dbt_seconds"]) == STATS_KEYS and row["plain_dbt_seconds"]["n"] == 1
     assert set(row["storages"]) == set(STORAGES)
     classes = row["setup"]["storage_classes"]
