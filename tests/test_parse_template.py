@@ -89,24 +89,46 @@ def _parse(tmp_path: Path, schema: str, name: str, *, template=None, vars=None, 
     return parse_cache.outcome(False, run.output), manifest, paths
 
 
-def _template(tmp_path: Path, **kwargs) -> dict:
-    """The template made from the placeholder's copy; what a run of OTHER is handed."""
+def _keep_template(root: Path) -> None:
+    """The placeholder's copy under ``root`` parsed and kept as the template (in ``root/cache``)."""
     token = parse_cache.template_token()
-    _, _, paths = _parse(tmp_path, token, "made", **kwargs)
-    assert parse_cache.keep_template(paths.target_path, tmp_path / "cache", project_dir=paths.project_dir, token=token, sha=SHA)
-    shutil.copytree(tmp_path / token / "project", tmp_path / OTHER / "project")
-    template = parse_cache.template_for(tmp_path / "cache", OTHER, tmp_path / OTHER / "project")
+    _, _, paths = _parse(root, token, "made")
+    assert parse_cache.keep_template(paths.target_path, root / "cache", project_dir=paths.project_dir, token=token, sha=SHA)
+
+
+def _template_for(root: Path, schema: str = OTHER) -> dict:
+    """What a run of ``schema`` is handed: its copy of the placeholder's project, beside it."""
+    shutil.copytree(root / parse_cache.template_token() / "project", root / schema / "project")
+    template = parse_cache.template_for(root / "cache", schema, root / schema / "project")
     assert template is not None
     return template
 
 
-def test_a_schema_embedded_in_configs_is_adapted_node_by_node(tmp_path: Path) -> None:
-    template = _template(tmp_path)
-    orders = tmp_path / OTHER / "project" / ORDERS_MODEL
+def _template(tmp_path: Path) -> dict:
+    """The template made from the placeholder's copy; what a run of OTHER is handed."""
+    _keep_template(tmp_path)
+    return _template_for(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory holding the bundled project's template (the placeholder's copy, parsed
+    once for the module rather than by each test): each test parses a copy of its own, for
+    a branch schema of its own, beside it (a template applies at the placeholder's path with
+    the schema in its place) and under the same home (the same connection). The tests'
+    outputs go to directories named after their schemas."""
+    root = tmp_path_factory.mktemp("template")
+    _keep_template(root)
+    return root
+
+
+def test_a_schema_embedded_in_configs_is_adapted_node_by_node(made: Path) -> None:
+    template = _template_for(made, OTHER)
+    orders = made / OTHER / "project" / ORDERS_MODEL
     orders.write_text(orders.read_text() + "\n-- changed on the branch\n")
-    outcome, adapted, _ = _parse(tmp_path, OTHER, "adapted", template=template)
+    outcome, adapted, _ = _parse(made, OTHER, f"{OTHER}-adapted", template=template)
     assert outcome == f"template {SHA[:12]}: reused"
-    _, fresh, _ = _parse(tmp_path, OTHER, "fresh")
+    _, fresh, _ = _parse(made, OTHER, f"{OTHER}-fresh")
     assert_same_parse(adapted, fresh)
     named = adapted["nodes"]["model.shop.schema_named"]
     assert (named["schema"], named["alias"], named["config"]["meta"]) == (OTHER, f"{OTHER}_named", {"where": OTHER})
@@ -124,25 +146,27 @@ def test_a_schema_transformed_by_the_project_rejects_the_template(tmp_path: Path
     assert adapted["nodes"]["model.shop.schema_named"]["alias"] == OTHER.upper()
 
 
-def test_a_template_for_another_connection_or_other_vars_is_rejected(tmp_path: Path) -> None:
-    template = _template(tmp_path)
+def test_a_template_for_another_connection_or_other_vars_is_rejected(made: Path) -> None:
+    other = "br_other_elsewhere_0123456789"
+    template = _template_for(made, other)
     # Another warehouse (DuckDB: another production file) is another connection.
-    outcome, _, _ = _parse(tmp_path, OTHER, "elsewhere", template=template, warehouse_home="other-home")
+    outcome, _, _ = _parse(made, other, f"{other}-elsewhere", template=template, warehouse_home="other-home")
     assert outcome == f"template {SHA[:12]}: rejected: it was made for another connection (profile) than this run's"
-    outcome, adapted, _ = _parse(tmp_path, OTHER, "vars", template=template, vars={"launch": 1})
+    outcome, adapted, _ = _parse(made, other, f"{other}-vars", template=template, vars={"launch": 1})
     assert outcome == f"template {SHA[:12]}: rejected: vars changed"
-    assert adapted["nodes"]["model.shop.schema_named"]["schema"] == OTHER
+    assert adapted["nodes"]["model.shop.schema_named"]["schema"] == other
 
 
 def test_with_internals_off_the_template_is_not_used_and_the_parse_is_dbts_own(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    made: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    template = _template(tmp_path)
+    other = "br_other_internals_0123456789"
+    template = _template_for(made, other)
     monkeypatch.setenv("DEFER_ORCH_INTERNALS", "off")  # inherited by the session child
-    outcome, parsed, _ = _parse(tmp_path, OTHER, "off", template=template)
+    outcome, parsed, _ = _parse(made, other, f"{other}-off", template=template)
     assert outcome == f"template {SHA[:12]}: not used (DEFER_ORCH_INTERNALS=off is set)"
     monkeypatch.delenv("DEFER_ORCH_INTERNALS")
-    _, fresh, _ = _parse(tmp_path, OTHER, "fresh")
+    _, fresh, _ = _parse(made, other, f"{other}-fresh")
     assert_same_parse(parsed, fresh)
-    stderr = (tmp_path / "off" / "session" / "session.stderr").read_text()
+    stderr = (made / f"{other}-off" / "session" / "session.stderr").read_text()
     assert "switched off (DEFER_ORCH_INTERNALS=off is set)" in stderr
