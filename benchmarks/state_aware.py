@@ -22,8 +22,9 @@ Steps:
    changed sources' descendants; the macro's users and their descendants, by the
    manifest's ``child_map``), else :class:`BenchError`. Per run: wall seconds, node-seconds
    built, node-seconds not spent (``prod_manifest``'s metadata), the observation's seconds,
-   and the full build's node-seconds of exactly the rebuilt nodes (what building exactly
-   the affected nodes costs).
+   and the full build's node-seconds of exactly the rebuilt nodes. After (b) and (c), the
+   same nodes built again with plain ``dbt build --select`` (selected as the product selects
+   them, no Dagster): what building exactly the affected nodes costs, in wall seconds.
 4. The observation alone (``state_aware.observe`` over the head's manifest), 3 times.
 
 Benchmarks are not tests: no timing is asserted. Nothing in the product is wrapped.
@@ -209,6 +210,34 @@ class StateAwareBench:
         git(self.repo, "commit", "-q", "-am", "merge: bench_round changed")
         self.defs = build_definitions(self.settings)
 
+    def plain_dbt_build(self, rebuilt: Sequence[str], name: str) -> dict[str, Any]:
+        """``dbt build`` of exactly ``rebuilt`` (and their tests) into production with dbt
+        alone, outside Dagster and the product, selected as the product selects them: what
+        building exactly the affected nodes costs (the reference of (b) and (c))."""
+        from defer_orchestration import constants as c
+        from defer_orchestration.dbt.artifacts import execution_times
+        from defer_orchestration.dbt.cli import DbtPaths, run_dbt
+        from defer_orchestration.dbt.profiles import write_profiles
+        from defer_orchestration.production.state import selection
+
+        core = self.settings.core()
+        work = self.root / "plain" / name
+        profiles = write_profiles(
+            work / "profiles", self.project.path, {c.PROD_TARGET: c.PROD_SCHEMA}, c.PROD_TARGET,
+            warehouse=core.warehouse, threads=core.threads,
+        )
+        paths = DbtPaths(self.project.path, profiles, work / "target", work / "logs", None, {}, core.warehouse.dbt_env())
+        started = time.perf_counter()
+        run = run_dbt(["build", "--select", *selection(self.manifest(), rebuilt)], paths, target=c.PROD_TARGET, check=False)
+        wall = round(time.perf_counter() - started, 2)
+        results = run.run_results()
+        if run.returncode != 0 or results is None:
+            raise BenchError(f"plain dbt build of the {len(rebuilt)} rebuilt nodes failed:\n{run.tail()}")
+        built = {u for u in execution_times(results) if u.startswith(("model.", "seed.", "snapshot."))}
+        if built != set(rebuilt):
+            raise BenchError(f"plain dbt build ran {len(built)} nodes, not the {len(rebuilt)} rebuilt ones")
+        return {"wall_s": wall, "node_seconds": round(sum(execution_times(results).values()), 2)}
+
     def observe(self, repeats: int) -> dict[str, Any]:
         from defer_orchestration.production.state_aware import observe
 
@@ -243,11 +272,15 @@ def run(n_models: int, n_sources: int, n_changed: int, rows: int, work: Path) ->
         changed = bench.change_sources(n_changed)
         scenarios["sources_changed"] = bench.run("state_aware")
         _check("sources changed", scenarios["sources_changed"]["rebuilt"], _descendants(manifest, changed))
+        log("(b) the same nodes with plain dbt")
+        scenarios["sources_changed"]["plain_dbt"] = bench.plain_dbt_build(scenarios["sources_changed"]["rebuilt"], "b")
         log("(c) one macro changed")
         users = [u for u, n in manifest["nodes"].items() if "macro.bench.bench_round" in (n.get("depends_on") or {}).get("macros", [])]
         bench.change_macro()
         scenarios["macro_changed"] = bench.run("state_aware")
         _check("macro changed", scenarios["macro_changed"]["rebuilt"], set(users) | _descendants(manifest, users))
+        log("(c) the same nodes with plain dbt")
+        scenarios["macro_changed"]["plain_dbt"] = bench.plain_dbt_build(scenarios["macro_changed"]["rebuilt"], "c")
         for scenario in scenarios.values():
             # What building exactly the same nodes (tests included) took in the full build.
             scenario["full_node_seconds_of_rebuilt"] = round(sum(full_seconds.get(u, 0.0) for u in scenario.pop("ran")), 2)
@@ -278,8 +311,11 @@ def markdown(results: dict[str, Any], product: dict[str, Any], when: str, cpus: 
     }
     for key, label in labels.items():
         s = results["state_aware"][key]
+        plain = s.get("plain_dbt") or {}
+        plain_cell = f"{fmt_number(plain['wall_s'], 1)}" if plain else "(nothing to build)"
         rows.append(
             f"| {label} | {s['rebuilt']} | {s['kept']} | {fmt_number(s['wall_s'], 1)} | {fmt_number(s['wall_vs_full'], 3)} | "
+            f"{plain_cell} | "
             f"{fmt_number(s['node_seconds_built'], 1)} | {fmt_number(s['full_node_seconds_of_rebuilt'], 1)} | "
             f"{fmt_number(s['node_seconds_not_spent'], 1)} | {fmt_number(s['observation_s'], 2)} |"
         )
@@ -291,9 +327,9 @@ def markdown(results: dict[str, Any], product: dict[str, Any], when: str, cpus: 
         "source and model. `prod_build_job` in process; the full build measured in the same run. Rebuilt sets checked "
         "against the manifest's child_map.",
         "",
-        "| run | nodes rebuilt | kept | wall s | × full | node-s built (with tests) | node-s of the same in the full build | node-s not spent | observation s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-        f"| full build | {full['nodes']} | 0 | {fmt_number(full['wall_s'], 1)} | 1 | {fmt_number(full['node_seconds_built'], 1)} | | | |",
+        "| run | nodes rebuilt | kept | wall s | × full | plain `dbt build` of exactly those nodes, wall s | node-s built (with tests) | node-s of the same in the full build | node-s not spent | observation s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| full build | {full['nodes']} | 0 | {fmt_number(full['wall_s'], 1)} | 1 | | {fmt_number(full['node_seconds_built'], 1)} | | | |",
         *rows,
         "",
         f"Observing the {results['sources']} sources alone (row hash of each, plus one catalog query per production "
