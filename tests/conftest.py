@@ -50,41 +50,37 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 # order changes; every test still runs, in its file's own order.
 
 # Seconds per file on a 2-core machine (`pytest --durations=0`, per-file sums of setup, call
-# and teardown, 2026-12-03, `make test`'s invocation while others used the CPU: load average
-# 4-6, 45 min in all), for the files above 30 s. Only their order matters; a file not listed
-# is estimated from its markers. test_deferral_correctness.py and
-# test_production_follows_main.py were measured before they copied the session's production.
+# and teardown, 2026-12-03, `make test`'s invocation while other work used the CPU: load
+# average 2-4, 29 min in all), for the files above 30 s. Only their order matters; a file not
+# listed is estimated from its markers.
 MEASURED_FILE_SECONDS: dict[str, float] = {
-    "tests/test_team_project.py": 425,
-    "tests/test_deferral_correctness.py": 385,
-    "tests/e2e/test_stack.py": 389,
-    "tests/test_parse_template.py": 350,
-    "tests/test_branch_ci.py": 338,
-    "tests/test_event_storage.py": 296,
-    "tests/test_state_aware_duckdb.py": 258,
-    "tests/test_column_impact.py": 247,
-    "tests/e2e/test_two_hosts.py": 240,
-    "tests/test_state_aware_postgres.py": 233,
-    "tests/test_branch_isolation.py": 229,
-    "tests/e2e/test_stack_postgres.py": 224,
-    "tests/test_production_follows_main.py": 150,
-    "tests/test_cli.py": 158,
-    "tests/test_asset_spec_cache.py": 126,
-    "tests/test_benchmarks_runner_smoke.py": 124,
-    "tests/test_benchmarks_contention_smoke.py": 122,
-    "tests/test_benchmarks_parallel_smoke.py": 110,
-    "tests/test_benchmarks_big_branch_smoke.py": 103,
-    "tests/test_artifact_store_hosts.py": 91,
-    "tests/test_event_storage_differential.py": 86,
-    "tests/test_benchmarks_storage_smoke.py": 82,
-    "tests/test_postgres_warehouse.py": 78,
-    "tests/test_package_layouts.py": 77,
-    "tests/test_cli_dev.py": 73,
-    "tests/test_dbt_session.py": 62,
-    "tests/test_team_project_plain_dbt.py": 53,
-    "tests/e2e/test_faults.py": 45,
-    "tests/test_artifact_store.py": 41,
-    "tests/test_postgres_parallel.py": 33,
+    "tests/test_branch_ci.py": 356,
+    "tests/test_deferral_correctness.py": 309,
+    "tests/test_parse_template.py": 275,
+    "tests/e2e/test_two_hosts.py": 236,
+    "tests/e2e/test_stack.py": 205,
+    "tests/test_branch_isolation.py": 189,
+    "tests/test_event_storage.py": 188,
+    "tests/test_state_aware_postgres.py": 158,
+    "tests/test_column_impact.py": 156,
+    "tests/test_state_aware_duckdb.py": 155,
+    "tests/e2e/test_stack_postgres.py": 140,
+    "tests/test_team_project.py": 106,
+    "tests/test_event_storage_differential.py": 93,
+    "tests/test_benchmarks_parallel_smoke.py": 80,
+    "tests/test_package_layouts.py": 60,
+    "tests/test_artifact_store_hosts.py": 58,
+    "tests/test_artifact_store_parses.py": 56,
+    "tests/test_cli.py": 55,
+    "tests/test_benchmarks_storage_smoke.py": 51,
+    "tests/test_benchmarks_contention_smoke.py": 51,
+    "tests/test_production_follows_main.py": 51,
+    "tests/test_benchmarks_big_branch_smoke.py": 43,
+    "tests/test_benchmarks_runner_smoke.py": 38,
+    "tests/test_postgres_warehouse.py": 36,
+    "tests/test_team_project_plain_dbt.py": 33,
+    "tests/test_cli_dev.py": 32,
+    "tests/test_asset_spec_cache.py": 31,
 }
 # Rough seconds of one test by the most expensive thing its markers say it starts.
 _MARKER_SECONDS = (("e2e", 60.0), ("dbt", 10.0), ("postgres", 3.0))
