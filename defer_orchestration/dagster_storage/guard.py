@@ -34,6 +34,8 @@ DAGSTER_INTERNALS = Internal(
     tested=("1.13.27",),
     touches=(
         "SqliteEventLogStorage._connect/_initdb/_event_to_row/_store_asset_event(_tags)/index_connection",
+        "SqlEventLogStorage._get_asset_entry_values/_event_insert_timestamp, AssetKeyTable, "
+        "AssetCheckExecutionsTable (a run's planned events stored in one statement per table)",
         "PostgresEventLogStorage._connect/_engine/_event_to_row/_store_asset_event(_tags)",
         "DagsterSqliteStorage/DagsterPostgresStorage private storage attributes",
         "InstanceRef.config_defaults, DagsterInstance._get_event_batch_size/handle_new_event batches",
